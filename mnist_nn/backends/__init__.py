@@ -1,0 +1,45 @@
+"""Three interchangeable implementations of one SGD epoch: ``loop``, ``vectorized`` and ``jit``.
+
+Every backend module has one entry point::
+
+    run = prepare(net, X, labels, batch_size)   # once per data set: conversions, buffers
+    run(perm, eta, lmbda, first_batch, last_batch)
+
+``run`` trains ``net`` in place on mini-batches ``first_batch`` to ``last_batch - 1`` of the
+permutation ``perm`` (mini-batch k is ``perm[k*batch_size:(k+1)*batch_size]``, the last one may be
+shorter), with the update of network2.py for each mini-batch of m samples out of n::
+
+    w <- (1 - eta*lmbda/n) w - (eta/m) sum_x dC_x/dw        b <- b - (eta/m) sum_x dC_x/db
+
+All three do the same arithmetic on the same mini-batch order, so they agree to rounding.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+BACKENDS = ("loop", "vectorized", "jit")
+
+
+def get_backend(name: str):
+    """The backend module called ``name`` (imported on first use: jit pulls in Numba)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(f"mnist_nn.backends.{name}")
+
+
+def one_hot(labels: np.ndarray, n_classes: int, dtype) -> np.ndarray:
+    """Rows of the identity: the target vector y for each label."""
+    return np.eye(n_classes, dtype=dtype)[labels]
+
+
+def apply_update(weights, biases, nabla_w, nabla_b, eta: float, lmbda: float, m: int, n: int) -> None:
+    """One SGD step with L2 weight decay (weights only), from gradients summed over m samples."""
+    decay = 1 - eta * lmbda / n
+    for w, b, nw, nb in zip(weights, biases, nabla_w, nabla_b):
+        if lmbda:
+            w *= decay
+        w -= (eta / m) * nw
+        b -= (eta / m) * nb

@@ -1,0 +1,232 @@
+"""The network: a stack of fully connected layers trained by mini-batch SGD and backpropagation.
+
+Layer l maps a^(l-1) to a^l = sigma(w^l a^(l-1) + b^l); ``weights[l]`` has shape (n_out, n_in) and
+``biases[l]`` shape (n_out,). The hidden activation and the cost (which fixes the output layer:
+sigmoid for quadratic, softmax for cross-entropy) are small objects from :mod:`mnist_nn.functions`.
+
+Models are saved as one ``.npz`` file (arrays ``w0, w1, ..., b0, b1, ...`` plus a JSON string
+``metadata``), written atomically and loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mnist_nn.backends import get_backend, one_hot
+from mnist_nn.backends import vectorized as _vectorized
+from mnist_nn.functions import ACTIVATIONS, COSTS
+
+MODEL_FORMAT = "mnist_nn.model"
+FORMAT_VERSION = 1
+INITS = ("normal", "scaled")
+DTYPES = ("float32", "float64")
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, not an mnist_nn model, too new, or inconsistent."""
+
+
+class Network:
+    """A fully connected network, e.g. ``Network((784, 30, 10))`` for the classic MNIST setup.
+
+    Parameters
+    ----------
+    sizes: units per layer, input first. Any number of layers (at least two).
+    activation: hidden activation, ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
+    cost: ``"quadratic"`` (sigmoid outputs) or ``"cross-entropy"`` (softmax outputs).
+    init: ``"normal"``, weights and biases N(0, 1); ``"scaled"``, weights N(0, 1/n_in), biases N(0, 1).
+    seed: seeds the one random generator that drives initialisation and every epoch's shuffle.
+    dtype: float64 or float32, for the parameters and the arithmetic of every backend.
+    """
+
+    def __init__(self, sizes=(784, 30, 10), activation="sigmoid", cost="quadratic", init="normal", seed=None,
+                 dtype=np.float64):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must be at least two positive layer sizes, got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if cost not in COSTS:
+            raise ValueError(f"unknown cost {cost!r}; choose one of {', '.join(COSTS)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype.name not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.sizes = sizes
+        self.activation = ACTIVATIONS[activation]
+        self.cost_function = COSTS[cost]
+        self.init = init
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.epochs_trained = 0
+        self.metadata: dict = {}  # training hyperparameters and results, saved with the model
+        self.weights, self.biases = [], []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            scale = 1.0 if init == "normal" else 1.0 / np.sqrt(n_in)
+            self.weights.append((self.rng.standard_normal((n_out, n_in)) * scale).astype(self.dtype))
+            self.biases.append(self.rng.standard_normal(n_out).astype(self.dtype))
+
+    def __repr__(self):
+        return (f"Network(sizes={self.sizes}, activation={self.activation.name!r}, "
+                f"cost={self.cost_function.name!r}, init={self.init!r}, dtype={self.dtype.name})")
+
+    # ------------------------------------------------------------------ using the network
+
+    def _as_input(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=self.dtype)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(f"expected inputs of shape (N, {self.sizes[0]}), got {X.shape}")
+        return X
+
+    def feedforward(self, X) -> np.ndarray:
+        """Output activations ``(N, n_last)`` for the rows of ``X`` ``(N, n_in)``."""
+        return _vectorized.forward(self.weights, self.biases, self._as_input(X), self.activation,
+                                   self.cost_function)[-1]
+
+    def predict(self, X) -> np.ndarray:
+        """The most activated output unit of each row: the predicted class labels."""
+        return self.feedforward(X).argmax(axis=1)
+
+    def accuracy(self, X, labels) -> float:
+        """Fraction of rows whose predicted label equals ``labels``."""
+        return float(np.mean(self.predict(X) == np.asarray(labels)))
+
+    def cost(self, X, Y, lmbda: float = 0.0) -> float:
+        """Mean cost over the rows of X (Y one-hot, or labels), plus the L2 term lmbda/2n sum w^2."""
+        X = self._as_input(X)
+        Y = np.asarray(Y)
+        if Y.ndim == 1:
+            Y = one_hot(Y, self.sizes[-1], self.dtype)
+        activations = _vectorized.forward(self.weights[:-1], self.biases[:-1], X, self.activation,
+                                          self.cost_function)
+        z_out = activations[-1] @ self.weights[-1].T + self.biases[-1]
+        value = float(np.mean(self.cost_function.fn(z_out, Y)))
+        if lmbda:
+            value += 0.5 * lmbda / len(X) * sum(float(np.sum(w.astype(np.float64) ** 2)) for w in self.weights)
+        return value
+
+    def gradients(self, X, Y):
+        """Gradient of the mean cost over the rows of X (Y one-hot) by backpropagation.
+
+        Returns ``(grad_w, grad_b)``, lists shaped like ``weights`` and ``biases``.
+        """
+        X = self._as_input(X)
+        Y = np.asarray(Y, dtype=self.dtype)
+        nabla_w, nabla_b = _vectorized.backprop(self.weights, self.biases, X, Y, self.activation,
+                                                self.cost_function)
+        return [g / len(X) for g in nabla_w], [g / len(X) for g in nabla_b]
+
+    # ------------------------------------------------------------------ training
+
+    def sgd(self, X, labels, epochs: int, batch_size: int = 10, eta: float = 3.0, lmbda: float = 0.0,
+            backend: str = "jit", on_epoch: Callable | None = None, on_batches: Callable | None = None) -> None:
+        """Train by mini-batch SGD for ``epochs`` epochs on images ``X`` (N, n_in) and integer ``labels``.
+
+        Every epoch shuffles with ``self.rng`` and visits the mini-batches of ``batch_size`` in that
+        order; ``lmbda`` is the L2 weight decay (w <- (1 - eta*lmbda/n) w - eta*grad).
+        ``on_epoch(epoch, net)`` is called after every epoch (epoch counts from 1 over the network's
+        life); if it returns False, training stops. ``on_batches(k)`` is told that k more mini-batches
+        are done: when given, the epoch runs in a few dozen slices so a progress bar can move.
+        """
+        X = self._as_input(X)
+        labels = np.asarray(labels)
+        if labels.shape != (len(X),):
+            raise ValueError(f"expected {len(X)} labels, got shape {labels.shape}")
+        if not 1 <= batch_size <= len(X):
+            raise ValueError(f"batch_size must be between 1 and the number of samples ({len(X)}), got {batch_size}")
+        if eta <= 0 or lmbda < 0:
+            raise ValueError(f"need eta > 0 and lmbda >= 0, got eta={eta}, lmbda={lmbda}")
+        run = get_backend(backend).prepare(self, X, labels, batch_size)
+        n_batches = -(-len(X) // batch_size)
+        slices = 1 if on_batches is None else min(n_batches, 50)
+        bounds = np.linspace(0, n_batches, slices + 1).astype(int)
+        for _ in range(epochs):
+            perm = self.rng.permutation(len(X))
+            for first, last in zip(bounds[:-1], bounds[1:]):
+                run(perm, eta, lmbda, int(first), int(last))
+                if on_batches is not None:
+                    on_batches(int(last - first))
+            self.epochs_trained += 1
+            if on_epoch is not None and on_epoch(self.epochs_trained, self) is False:
+                break
+
+    # ------------------------------------------------------------------ files
+
+    def to_metadata(self) -> dict:
+        return {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "sizes": list(self.sizes),
+            "activation": self.activation.name,
+            "cost": self.cost_function.name,
+            "init": self.init,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "epochs_trained": self.epochs_trained,
+            # The generator's full state, so a resumed run shuffles exactly as an uninterrupted one.
+            "rng_state": self.rng.bit_generator.state,
+            **self.metadata,
+        }
+
+    def save(self, path) -> Path:
+        """Write the model to ``path`` (a .npz file) atomically: a temporary file renamed into place."""
+        path = Path(path)
+        arrays = {f"w{l}": w for l, w in enumerate(self.weights)}
+        arrays.update({f"b{l}": b for l, b in enumerate(self.biases)})
+        arrays["metadata"] = np.array(json.dumps(self.to_metadata()))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Network":
+        """Read a model written by :meth:`save`. Raises :class:`ModelFileError` on any problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such model file")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelFileError(f"{path}: not an mnist_nn model (.npz) file ({exc})") from None
+        try:
+            meta = json.loads(str(arrays.pop("metadata")))
+            if meta.get("format") != MODEL_FORMAT:
+                raise KeyError("format")
+        except (KeyError, ValueError, AttributeError):
+            raise ModelFileError(f"{path}: not an mnist_nn model (no mnist_nn metadata)") from None
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelFileError(f"{path}: model format version {meta['format_version']} is newer than this "
+                                 f"mnist_nn understands ({FORMAT_VERSION}); upgrade mnist_nn")
+        try:
+            net = cls(meta["sizes"], meta["activation"], meta["cost"], meta.get("init", "normal"),
+                      seed=meta.get("seed"), dtype=meta["dtype"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: invalid model metadata ({exc})") from None
+        for l in range(len(net.weights)):
+            for kind, target in (("w", net.weights), ("b", net.biases)):
+                key = f"{kind}{l}"
+                if key not in arrays or arrays[key].shape != target[l].shape:
+                    found = arrays[key].shape if key in arrays else "missing"
+                    raise ModelFileError(f"{path}: array {key} is {found}, the metadata's sizes "
+                                         f"{tuple(net.sizes)} need {target[l].shape}")
+                target[l] = np.ascontiguousarray(arrays[key], dtype=net.dtype)
+        net.epochs_trained = int(meta.get("epochs_trained", 0))
+        if "rng_state" in meta:
+            net.rng.bit_generator.state = meta["rng_state"]
+        net.metadata = {k: v for k, v in meta.items() if k not in net.to_metadata()}
+        return net

@@ -5,12 +5,26 @@
     >>> net = Network((784, 30, 10), seed=0)
     >>> net.sgd(data.train.images, data.train.labels, epochs=30)
 
-The heavy modules (Numba, matplotlib) are imported only when they are used.
+Names are imported on first use (PEP 562), so ``python -m mnist_nn.data`` and friends start fast
+and Numba is loaded only by the jit backend.
 """
 
 __version__ = "0.1.0"
 
-from mnist_nn.data import MnistFormatError, load_mnist  # noqa: E402
-from mnist_nn.network import ModelFileError, Network  # noqa: E402
+_EXPORTS = {
+    "load_mnist": "mnist_nn.data",
+    "MnistFormatError": "mnist_nn.data",
+    "MnistError": "mnist_nn.data",
+    "Network": "mnist_nn.network",
+    "ModelFileError": "mnist_nn.network",
+}
 
-__all__ = ["__version__", "load_mnist", "MnistFormatError", "Network", "ModelFileError"]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mnist_nn' has no attribute {name!r}")

@@ -11,8 +11,6 @@ Models are saved as one ``.npz`` file (arrays ``w0, w1, ..., b0, b1, ...`` plus 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -21,6 +19,7 @@ import numpy as np
 
 from mnist_nn.backends import get_backend, one_hot
 from mnist_nn.backends import vectorized as _vectorized
+from mnist_nn.fileio import atomic_write
 from mnist_nn.functions import ACTIVATIONS, COSTS
 
 MODEL_FORMAT = "mnist_nn.model"
@@ -182,14 +181,8 @@ class Network:
         arrays = {f"w{l}": w for l, w in enumerate(self.weights)}
         arrays.update({f"b{l}": b for l, b in enumerate(self.biases)})
         arrays["metadata"] = np.array(json.dumps(self.to_metadata()))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as (f, _):
+            np.savez(f, **arrays)
         return path
 
     @classmethod

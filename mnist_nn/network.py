@@ -104,9 +104,8 @@ class Network:
         Y = np.asarray(Y)
         if Y.ndim == 1:
             Y = one_hot(Y, self.sizes[-1], self.dtype)
-        activations = _vectorized.forward(self.weights[:-1], self.biases[:-1], X, self.activation,
-                                          self.cost_function)
-        z_out = activations[-1] @ self.weights[-1].T + self.biases[-1]
+        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
+        z_out = _vectorized.output_z(self.weights, self.biases, last_hidden)
         value = float(np.mean(self.cost_function.fn(z_out, Y)))
         if lmbda:
             value += 0.5 * lmbda / len(X) * sum(float(np.sum(w.astype(np.float64) ** 2)) for w in self.weights)

@@ -12,12 +12,22 @@ from mnist_nn.backends import apply_update, one_hot
 
 def forward(weights, biases, X, activation, cost):
     """All activations [A^0 = X, A^1, ..., A^L] for the rows of X."""
-    activations = [X]
-    last = len(weights) - 1
-    for l, (w, b) in enumerate(zip(weights, biases)):
-        Z = activations[-1] @ w.T + b
-        activations.append(cost.output(Z) if l == last else activation.fn(Z))
+    activations = hidden_forward(weights, biases, X, activation)
+    activations.append(cost.output(output_z(weights, biases, activations[-1])))
     return activations
+
+
+def hidden_forward(weights, biases, X, activation):
+    """[A^0 = X, A^1, ..., A^(L-1)]: the input and every hidden layer's activations."""
+    activations = [X]
+    for w, b in zip(weights[:-1], biases[:-1]):
+        activations.append(activation.fn(activations[-1] @ w.T + b))
+    return activations
+
+
+def output_z(weights, biases, last_hidden):
+    """z^L = A^(L-1) w^T + b, the output layer's weighted input (costs are computed from it stably)."""
+    return last_hidden @ weights[-1].T + biases[-1]
 
 
 def backprop(weights, biases, X, Y, activation, cost):

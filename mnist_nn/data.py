@@ -32,6 +32,7 @@ from urllib.request import url2pathname
 
 import numpy as np
 
+from mnist_nn.cli import ArgumentParser
 from mnist_nn.fileio import atomic_write, write_text
 
 # Canonical SHA-256 and size of the *uncompressed* IDX content (the widely published MNIST).
@@ -420,7 +421,7 @@ def _info(folder: Path) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_nn.data",
+    parser = ArgumentParser(prog="python -m mnist_nn.data",
                                      description="Download, verify and inspect the cached MNIST files.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)

@@ -21,6 +21,7 @@ import numpy as np
 
 from mnist_nn import __version__
 from mnist_nn.backends import BACKENDS
+from mnist_nn.cli import ArgumentParser
 from mnist_nn.data import TRAIN_SIZE, MnistError, load_mnist
 from mnist_nn.fileio import write_text
 from mnist_nn.functions import ACTIVATIONS, COSTS
@@ -43,12 +44,11 @@ class DivergedError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m mnist_nn.train",
         description="Train the MNIST network by mini-batch SGD and report test accuracy after every epoch. "
                     "Writes model.npz, history.json and learning_curve.png to the output folder, "
-                    "checkpointed after every epoch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "checkpointed after every epoch. Ctrl-C stops cleanly; --resume continues.")
     d = DEFAULTS
     p.add_argument("--epochs", type=int, help=f"epochs to train (with --resume: epochs to add) [default {d['epochs']}]")
     p.add_argument("--batch-size", type=int, help=f"mini-batch size [default {d['batch_size']}]")
@@ -156,8 +156,19 @@ def save_checkpoint(net: Network, settings: dict, records: list[dict], out: Path
     write_text(out / "history.json", json.dumps(history, indent=1))
 
 
-def finite(net: Network, cost: float) -> bool:
-    return bool(np.isfinite(cost)) and all(np.isfinite(w).all() for w in net.weights + net.biases)
+def divergence(net: Network, cost: float, accuracy: float, start_weight: float) -> str | None:
+    """Why training has diverged, or None.
+
+    NaN or inf anywhere is divergence. So is the quieter failure of a stable network at a huge
+    learning rate: the weights blow up, every unit saturates, and accuracy falls to chance level.
+    """
+    if not np.isfinite(cost) or not all(np.isfinite(p).all() for p in net.weights + net.biases):
+        return "the cost or the weights became NaN/inf"
+    largest = max(float(np.abs(w).max()) for w in net.weights)
+    if accuracy <= 1.5 / net.sizes[-1] and largest > 10 * start_weight:
+        return (f"the weights blew up (largest |w| {largest:.3g}, was {start_weight:.3g}) and test accuracy "
+                f"fell to chance level ({100 * accuracy:.2f}%)")
+    return None
 
 
 def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = False, plot: bool = True) -> int:
@@ -172,6 +183,8 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
         sizes = (784, *settings["hidden"], 10)
         net = Network(sizes, settings["activation"], settings["cost"], settings["init"], settings["seed"], dtype)
     train_x, train_y = data.train
+    if settings["batch_size"] > len(train_y):
+        raise UsageError(f"--batch-size {settings['batch_size']} is larger than the training set ({len(train_y)})")
     has_validation = len(data.validation.labels) > 0
     records = list(previous)
     first_epoch = len(records) + 1
@@ -185,6 +198,7 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
     if not quiet and sys.stdout.isatty():
         from tqdm.auto import tqdm
         bar = tqdm(total=n_batches, unit="batch", leave=False, desc=f"Epoch {first_epoch}/{total}")
+    start_weight = max(float(np.abs(w).max()) for w in net.weights)
     started = time.perf_counter()
     epoch_start = [started]
 
@@ -192,10 +206,11 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
         seconds = time.perf_counter() - epoch_start[0]
         with np.errstate(all="ignore"):
             cost = net.cost(train_x, train_y, settings["l2"])
-            if not finite(net, cost):
-                raise DivergedError(f"training diverged in epoch {epoch} (cost or weights became NaN/inf)")
             correct = int(np.sum(net.predict(data.test.images) == data.test.labels))
             val = net.accuracy(*data.validation) if has_validation else None
+        why = divergence(net, cost, correct / len(data.test.labels), start_weight)
+        if why:
+            raise DivergedError(f"training diverged in epoch {epoch}: {why}")
         records.append({"epoch": epoch, "test_accuracy": correct / len(data.test.labels),
                         "validation_accuracy": val, "train_cost": cost, "seconds": round(seconds, 4)})
         save_checkpoint(net, settings, records, out)
@@ -255,7 +270,6 @@ def main(argv=None) -> int:
                           mirrors=args.mirror, quiet=args.quiet, offline=args.offline)
         return train(settings, previous, out, data, quiet=args.quiet, plot=not args.no_plot)
     except UsageError as exc:
-        parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     except MnistError as exc:

@@ -64,36 +64,43 @@ def _times_prime_row(delta_row, a_row, code):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _output_and_delta(z_row, delta_row, label, cost_code):
-    """Output layer: a^L from z^L in place, and BP1 delta^L into ``delta_row``."""
-    one, zero = z_row.dtype.type(1), z_row.dtype.type(0)
+def _output_and_delta(z, delta, s, label, cost_code):
+    """Output layer of sample ``s``: a^L from z^L in place in row s of ``z``, and BP1 into row s of ``delta``."""
+    one, zero = z.dtype.type(1), z.dtype.type(0)
+    n_out = z.shape[1]
     if cost_code == QUADRATIC:  # sigmoid outputs, delta = (a - y) * a (1 - a)
-        for j in range(z_row.shape[0]):
-            a = _sigmoid(z_row[j], one)
-            z_row[j] = a
+        for j in range(n_out):
+            a = _sigmoid(z[s, j], one)
+            z[s, j] = a
             y = one if j == label else zero
-            delta_row[j] = (a - y) * a * (one - a)
+            delta[s, j] = (a - y) * a * (one - a)
     else:  # softmax outputs, delta = a - y
-        top = z_row.max()
+        top = z[s, 0]
+        for j in range(1, n_out):
+            top = max(top, z[s, j])
         total = zero
-        for j in range(z_row.shape[0]):
-            z_row[j] = np.exp(z_row[j] - top)
-            total += z_row[j]
-        for j in range(z_row.shape[0]):
-            z_row[j] = z_row[j] / total
-            delta_row[j] = z_row[j] - (one if j == label else zero)
+        for j in range(n_out):
+            z[s, j] = np.exp(z[s, j] - top)
+            total += z[s, j]
+        for j in range(n_out):
+            z[s, j] = z[s, j] / total
+            delta[s, j] = z[s, j] - (one if j == label else zero)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _epoch_one_hidden(w1t, b1, w2, b2, indptr, indices, values, labels, perm, batch_size, first_batch,
-                      last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2):
+                      last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2, grad_w2):
     """Mini-batches ``first_batch`` .. ``last_batch - 1`` of one epoch of a one-hidden-layer network.
 
-    Buffers: a1, d1 (batch_size, H) hold a^1 and delta^1 of each sample of the batch; a2, d2
-    (batch_size, n_out) hold a^2 and delta^2.
+    ``w1t`` (n_in, Hp) is w^1 transposed with its hidden axis padded with zero columns to a multiple
+    of 16, so the two hot loops over it run whole SIMD vectors with no remainder; the padded units
+    have zero weights into and out of them and never change. ``b1`` (H), ``w2`` (n_out, H), ``b2``
+    are the network's own arrays. Buffers: a1, d1 (batch_size, Hp) hold a^1 and delta^1 of each sample
+    of the batch, a2, d2 (batch_size, n_out) a^2 and delta^2, grad_w2 (n_out, H) the layer-2 gradient.
+    Everything is indexed directly: no array views in the loops (each view costs reference counting).
     """
     n = labels.shape[0]
-    hidden, n_out = w2.shape[1], w2.shape[0]
+    padded, hidden, n_out = w1t.shape[1], w2.shape[1], w2.shape[0]
     dtype = w2.dtype.type
     decay = dtype(1 - eta * lmbda / n)
     for k in range(first_batch, last_batch):
@@ -101,59 +108,63 @@ def _epoch_one_hidden(w1t, b1, w2, b2, indptr, indices, values, labels, perm, ba
         m = min(batch_size, n - start)
         for s in range(m):
             i = perm[start + s]
-            h = a1[s]
             # z^1 = w^1 x + b^1, summed over the non-zero pixels of x only.
-            h[:] = b1
+            for j in range(hidden):
+                a1[s, j] = b1[j]
+            for j in range(hidden, padded):
+                a1[s, j] = 0
             for p in range(indptr[i], indptr[i + 1]):
-                x_k = values[p]
-                row = w1t[indices[p]]
-                for j in range(hidden):
-                    h[j] += x_k * row[j]
-            _activate_row(h, act_code)
+                x_k, pixel = values[p], indices[p]
+                for j in range(padded):
+                    a1[s, j] += x_k * w1t[pixel, j]
+            _activate_row(a1[s, :hidden], act_code)
             # z^2 = w^2 a^1 + b^2, then a^2 and BP1.
             for o in range(n_out):
                 z = b2[o]
                 for j in range(hidden):
-                    z += w2[o, j] * h[j]
+                    z += w2[o, j] * a1[s, j]
                 a2[s, o] = z
-            _output_and_delta(a2[s], d2[s], labels[i], cost_code)
-            # BP2: delta^1 = (w^2)^T delta^2 * sigma'(z^1)
+            _output_and_delta(a2, d2, s, labels[i], cost_code)
+            # BP2: delta^1 = (w^2)^T delta^2 * sigma'(z^1); the padded units keep delta 0.
             d1[s, :] = 0
             for o in range(n_out):
                 d_o = d2[s, o]
                 for j in range(hidden):
                     d1[s, j] += w2[o, j] * d_o
-            _times_prime_row(d1[s], h, act_code)
+            _times_prime_row(d1[s, :hidden], a1[s, :hidden], act_code)
 
         scale = dtype(eta / m)
-        # BP3/BP4 and the step for layer 2 (dense: it is small).
+        # BP3/BP4 and the step for layer 2 (small and dense), summed over the batch in sample order.
+        grad_w2[:, :] = 0
+        for s in range(m):
+            for o in range(n_out):
+                d_o = d2[s, o]
+                for j in range(hidden):
+                    grad_w2[o, j] += d_o * a1[s, j]
         for o in range(n_out):
             grad_b = d2[0, o] * 0
             for s in range(m):
                 grad_b += d2[s, o]
             b2[o] -= scale * grad_b
             for j in range(hidden):
-                grad = d2[0, o] * 0
-                for s in range(m):
-                    grad += d2[s, o] * a1[s, j]
-                w2[o, j] = decay * w2[o, j] - scale * grad
+                w2[o, j] = decay * w2[o, j] - scale * grad_w2[o, j]
         for j in range(hidden):
             grad_b = d1[0, j] * 0
             for s in range(m):
                 grad_b += d1[s, j]
             b1[j] -= scale * grad_b
-        # Layer 1: weight decay touches every weight, the gradient only the rows of non-zero pixels.
+        # Layer 1: weight decay touches every weight, the gradient only the rows of non-zero pixels
+        # (sample by sample: the same sum, in a different order).
         if lmbda != 0:
             for q in range(w1t.shape[0]):
-                for j in range(hidden):
+                for j in range(padded):
                     w1t[q, j] *= decay
         for s in range(m):
             i = perm[start + s]
             for p in range(indptr[i], indptr[i + 1]):
-                step = scale * values[p]
-                row = w1t[indices[p]]
-                for j in range(hidden):
-                    row[j] -= step * d1[s, j]
+                step, pixel = scale * values[p], indices[p]
+                for j in range(padded):
+                    w1t[pixel, j] -= step * d1[s, j]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -180,7 +191,7 @@ def _epoch_general(weights, biases, X, labels, perm, batch_size, first_batch, la
                     a_out[s, j] = z
                 if l < n_layers - 1:
                     _activate_row(a_out[s], act_code)
-            _output_and_delta(acts[n_layers][s], deltas[n_layers - 1][s], labels[i], cost_code)  # BP1
+            _output_and_delta(acts[n_layers], deltas[n_layers - 1], s, labels[i], cost_code)  # BP1
             for l in range(n_layers - 1, 0, -1):  # BP2
                 w, d_out, d_in, a = weights[l], deltas[l], deltas[l - 1], acts[l]
                 d_in[s, :] = 0
@@ -225,17 +236,19 @@ def prepare(net, X, labels, batch_size):
     if len(net.weights) == 2:
         indptr, indices, values = sparse_rows(X, dtype)
         hidden, n_out = net.sizes[1], net.sizes[2]
-        a1, d1 = np.zeros((batch_size, hidden), dtype), np.zeros((batch_size, hidden), dtype)
+        padded = -(-hidden // 16) * 16
+        a1, d1 = np.zeros((batch_size, padded), dtype), np.zeros((batch_size, padded), dtype)
         a2, d2 = np.zeros((batch_size, n_out), dtype), np.zeros((batch_size, n_out), dtype)
-        w1t = np.empty((net.sizes[0], hidden), dtype)
+        grad_w2 = np.zeros((n_out, hidden), dtype)
+        w1t = np.zeros((net.sizes[0], padded), dtype)
 
         def run(perm, eta, lmbda, first_batch=0, last_batch=None):
             w1, b1, w2, b2 = net.weights[0], net.biases[0], net.weights[1], net.biases[1]
-            w1t[...] = w1.T  # the kernel's layout; copied back below (23,520 numbers, microseconds)
+            w1t[:, :hidden] = w1.T  # the kernel's layout; copied back below (23,520 numbers, microseconds)
             _epoch_one_hidden(w1t, b1, w2, b2, indptr, indices, values, labels, np.asarray(perm, np.int64),
                               batch_size, first_batch, n_batches if last_batch is None else last_batch,
-                              float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2)
-            w1[...] = w1t.T
+                              float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2, grad_w2)
+            w1[...] = w1t[:, :hidden].T
 
         return run
 

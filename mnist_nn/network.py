@@ -20,7 +20,7 @@ import numpy as np
 from mnist_nn.backends import get_backend, one_hot
 from mnist_nn.backends import vectorized as _vectorized
 from mnist_nn.fileio import atomic_write
-from mnist_nn.functions import ACTIVATIONS, COSTS
+from mnist_nn.functions import ACTIVATIONS, COSTS, softmax
 
 MODEL_FORMAT = "mnist_nn.model"
 FORMAT_VERSION = 1
@@ -93,6 +93,17 @@ class Network:
     def predict(self, X) -> np.ndarray:
         """The most activated output unit of each row: the predicted class labels."""
         return self.feedforward(X).argmax(axis=1)
+
+    def probabilities(self, X) -> np.ndarray:
+        """Class probabilities ``(N, n_last)``: the softmax of the output layer's weighted inputs z^L.
+
+        For a cross-entropy model that *is* its output layer. A quadratic model has sigmoid outputs
+        that need not sum to one, so its scores are put through the same softmax to read as
+        probabilities; the predicted class is the same either way.
+        """
+        X = self._as_input(X)
+        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
+        return softmax(_vectorized.output_z(self.weights, self.biases, last_hidden))
 
     def accuracy(self, X, labels) -> float:
         """Fraction of rows whose predicted label equals ``labels``."""
@@ -186,8 +197,13 @@ class Network:
 
     @classmethod
     def load(cls, path) -> "Network":
-        """Read a model written by :meth:`save`. Raises :class:`ModelFileError` on any problem."""
+        """Read a model written by :meth:`save` (or the ``model.npz`` inside a run folder).
+
+        Raises :class:`ModelFileError` on any problem.
+        """
         path = Path(path)
+        if path.is_dir():
+            path = path / "model.npz"
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
         try:

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mnist_nn.fileio import atomic_write  # noqa: E402
 
@@ -40,6 +41,60 @@ def learning_curves(runs: list[list[dict]], labels: list[str], path) -> Path:
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     cost_ax.set(xlabel="epoch", ylabel="training cost", title="Cost on the training set", yscale="log")
     for ax in (acc_ax, cost_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def confusion_matrix(matrix, path, title: str = "Confusion matrix") -> Path:
+    """Annotated heat map: rows are true digits, columns predicted ones."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    shown = ax.imshow(np.log1p(matrix), cmap="Blues")
+    fig.colorbar(shown, ax=ax, label="log(1 + count)")
+    threshold = np.log1p(matrix).max() / 2
+    for (true, pred), count in np.ndenumerate(matrix):
+        ax.text(pred, true, str(count), ha="center", va="center", fontsize=7,
+                color="white" if np.log1p(count) > threshold else "black")
+    ax.set(xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]), xlabel="predicted", ylabel="true",
+           title=title)
+    return save_figure(fig, path)
+
+
+def digit_grid(images, titles, path, columns: int = 8, suptitle: str | None = None) -> Path:
+    """Rows of 28x28 digits (ink bright), each with a small title."""
+    import math
+
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image.reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return save_figure(fig, path)
+
+
+def hidden_weights(weights, path) -> Path:
+    """The first layer's weights into each hidden unit, as a 28x28 picture (blue negative, red positive)."""
+    import math
+
+    import numpy as np
+
+    weights = np.asarray(weights, dtype=float)
+    columns = min(10, len(weights))
+    rows = math.ceil(len(weights) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for unit, (ax, w) in enumerate(zip(axes.flat, weights)):
+        limit = np.abs(w).max() or 1.0
+        ax.imshow(w.reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(str(unit), fontsize=7)
+    fig.suptitle("Weights into each hidden unit (red positive, blue negative)")
     return save_figure(fig, path)

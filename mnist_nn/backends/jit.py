@@ -21,6 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mnist_nn.backends.simd import (CHUNK_ELEMENTS, FLUSH_DENORMALS, add_sparse_rows, read_fp_control,
+                                    subtract_sparse_outer, write_fp_control)
+
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 SIGMOID, TANH, RELU = 0, 1, 2  # the activations' ``code`` in mnist_nn.functions
 QUADRATIC, CROSS_ENTROPY = 0, 1  # the costs' ``code``
@@ -103,6 +106,8 @@ def _epoch_one_hidden(w1t, b1, w2, b2, indptr, indices, values, labels, perm, ba
     padded, hidden, n_out = w1t.shape[1], w2.shape[1], w2.shape[0]
     dtype = w2.dtype.type
     decay = dtype(1 - eta * lmbda / n)
+    caller_fp_control = read_fp_control()
+    write_fp_control(caller_fp_control | FLUSH_DENORMALS)  # see simd.write_fp_control
     for k in range(first_batch, last_batch):
         start = k * batch_size
         m = min(batch_size, n - start)
@@ -113,10 +118,7 @@ def _epoch_one_hidden(w1t, b1, w2, b2, indptr, indices, values, labels, perm, ba
                 a1[s, j] = b1[j]
             for j in range(hidden, padded):
                 a1[s, j] = 0
-            for p in range(indptr[i], indptr[i + 1]):
-                x_k, pixel = values[p], indices[p]
-                for j in range(padded):
-                    a1[s, j] += x_k * w1t[pixel, j]
+            add_sparse_rows(a1, s, w1t, indices, values, indptr[i], indptr[i + 1])
             _activate_row(a1[s, :hidden], act_code)
             # z^2 = w^2 a^1 + b^2, then a^2 and BP1.
             for o in range(n_out):
@@ -161,10 +163,8 @@ def _epoch_one_hidden(w1t, b1, w2, b2, indptr, indices, values, labels, perm, ba
                     w1t[q, j] *= decay
         for s in range(m):
             i = perm[start + s]
-            for p in range(indptr[i], indptr[i + 1]):
-                step, pixel = scale * values[p], indices[p]
-                for j in range(padded):
-                    w1t[pixel, j] -= step * d1[s, j]
+            subtract_sparse_outer(w1t, d1, s, indices, values, indptr[i], indptr[i + 1], scale)
+    write_fp_control(caller_fp_control)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -176,6 +176,8 @@ def _epoch_general(weights, biases, X, labels, perm, batch_size, first_batch, la
     n_layers = len(weights)
     dtype = X.dtype.type
     decay = dtype(1 - eta * lmbda / n)
+    caller_fp_control = read_fp_control()
+    write_fp_control(caller_fp_control | FLUSH_DENORMALS)  # see simd.write_fp_control
     for k in range(first_batch, last_batch):
         start = k * batch_size
         m = min(batch_size, n - start)
@@ -213,6 +215,7 @@ def _epoch_general(weights, biases, X, labels, perm, batch_size, first_batch, la
                     for s in range(m):
                         grad += d[s, j] * a[s, q]
                     w[j, q] = decay * w[j, q] - scale * grad
+    write_fp_control(caller_fp_control)
 
 
 def sparse_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,7 +239,7 @@ def prepare(net, X, labels, batch_size):
     if len(net.weights) == 2:
         indptr, indices, values = sparse_rows(X, dtype)
         hidden, n_out = net.sizes[1], net.sizes[2]
-        padded = -(-hidden // 16) * 16
+        padded = -(-hidden // CHUNK_ELEMENTS) * CHUNK_ELEMENTS
         a1, d1 = np.zeros((batch_size, padded), dtype), np.zeros((batch_size, padded), dtype)
         a2, d2 = np.zeros((batch_size, n_out), dtype), np.zeros((batch_size, n_out), dtype)
         grad_w2 = np.zeros((n_out, hidden), dtype)

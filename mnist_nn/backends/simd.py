@@ -191,3 +191,40 @@ def write_fp_control(typingctx, value):
         return context.get_dummy_value()
 
     return types.void(value), codegen
+
+
+# --------------------------------------------------------------------------- prefetch
+
+CACHE_LINE = 64
+
+
+@intrinsic
+def prefetch_range(typingctx, array, start, end):
+    """Ask the CPU to start loading array[start:end] (1-D) into cache; it has no other effect.
+
+    The epoch visits images in a random order, so the first bytes of each image's non-zero pixels
+    are a cache miss to main memory; issued one image ahead, the wait overlaps useful work.
+    """
+    if not (isinstance(array, types.Array) and array.ndim == 1):
+        raise TypeError("prefetch_range takes a 1-D array")
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        first = context.cast(builder, args[1], sig.args[1], types.intp)
+        last = context.cast(builder, args[2], sig.args[2], types.intp)
+        itemsize = context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype))
+        per_line = max(1, CACHE_LINE // itemsize)
+        count = builder.sdiv(builder.add(builder.sub(last, first), _i64(per_line - 1)), _i64(per_line))
+        i8p = ir.PointerType(ir.IntType(8))
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+            "llvm.prefetch.p0")
+        with cgutils.for_range(builder, count) as line:
+            element = builder.add(first, builder.mul(line.index, _i64(per_line)))
+            pointer = builder.bitcast(builder.gep(ary.data, [element]), i8p)
+            # read, keep in all cache levels, data cache
+            builder.call(function, [pointer, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                                    ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, start, end), codegen

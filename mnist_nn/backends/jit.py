@@ -93,23 +93,25 @@ def _output_and_delta(z, delta, s, label, cost_code):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _epoch_one_hidden(w1t, b1, w2, b2, starts, ends, indices, values, targets, batch_size, first_batch,
-                      last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2, grad_w2):
+def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, batch_size, first_batch,
+                      last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2, output_units):
     """Mini-batches ``first_batch`` .. ``last_batch - 1`` of one epoch of a one-hidden-layer network.
 
-    ``w1t`` (n_in, Hp) is w^1 transposed with its hidden axis padded with zero columns to a multiple
-    of 16, so the two hot loops over it run whole SIMD vectors with no remainder; the padded units
-    have zero weights into and out of them and never change. ``b1`` (H), ``w2`` (n_out, H), ``b2``
-    are the network's own arrays. Buffers: a1, d1 (batch_size, Hp) hold a^1 and delta^1 of each sample
-    of the batch, a2, d2 (batch_size, n_out) a^2 and delta^2, grad_w2 (n_out, H) the layer-2 gradient.
+    ``w1t`` (n_in, Hp) is w^1 transposed and ``w2p`` (n_out, Hp) is w^2, both with the hidden axis
+    padded with zero columns to a multiple of ``CHUNK_ELEMENTS``, so every loop over hidden units runs
+    whole SIMD vectors; the padded units have zero weights into and out of them and never change.
+    ``b1`` (H) and ``b2`` are the network's own arrays. Buffers: a1, d1 (batch_size, Hp) hold a^1 and
+    delta^1 of each sample of the batch, a2, d2 (batch_size, n_out) a^2 and delta^2; ``output_units``
+    is 0..n_out-1 repeated batch_size times, so that layer 2 can use the same row helpers as layer 1.
     Sample t of the epoch is the image whose non-zeros are ``values[starts[t]:ends[t]]`` (at columns
     ``indices[...]``), with label ``targets[t]``: the caller lays these out in the epoch's shuffled
     order, so they are read front to back. No array views in the loops (each costs reference counting).
     """
     n = targets.shape[0]
-    padded, hidden, n_out = w1t.shape[1], w2.shape[1], w2.shape[0]
-    dtype = w2.dtype.type
-    decay = dtype(1 - eta * lmbda / n)
+    padded, hidden, n_out = w1t.shape[1], b1.shape[0], b2.shape[0]
+    dtype = w2p.dtype.type
+    zero, decay = dtype(0), dtype(1 - eta * lmbda / n)
+    d2_flat = d2.reshape(-1)  # delta^2 of sample s is d2_flat[s*n_out:(s+1)*n_out], at columns output_units
     caller_fp_control = read_fp_control()
     write_fp_control(caller_fp_control | FLUSH_DENORMALS)  # see simd.write_fp_control
     for k in range(first_batch, last_batch):
@@ -130,38 +132,35 @@ def _epoch_one_hidden(w1t, b1, w2, b2, starts, ends, indices, values, targets, b
             # z^2 = w^2 a^1 + b^2, then a^2 and BP1.
             for o in range(n_out):
                 z = b2[o]
-                for j in range(hidden):
-                    z += w2[o, j] * a1[s, j]
+                for j in range(padded):
+                    z += w2p[o, j] * a1[s, j]
                 a2[s, o] = z
             _output_and_delta(a2, d2, s, targets[t], cost_code)
-            # BP2: delta^1 = (w^2)^T delta^2 * sigma'(z^1); the padded units keep delta 0.
-            d1[s, :] = 0
-            for o in range(n_out):
-                d_o = d2[s, o]
-                for j in range(hidden):
-                    d1[s, j] += w2[o, j] * d_o
+            # BP2: delta^1 = (w^2)^T delta^2 * sigma'(z^1), as rows: sum_o delta^2_o w2p[o, :].
+            for j in range(padded):
+                d1[s, j] = 0
+            add_sparse_rows(d1, s, w2p, output_units, d2_flat, s * n_out, (s + 1) * n_out)
             _times_prime_row(d1[s, :hidden], a1[s, :hidden], act_code)
 
         scale = dtype(eta / m)
-        # BP3/BP4 and the step for layer 2 (small and dense), summed over the batch in sample order.
-        grad_w2[:, :] = 0
-        for s in range(m):
-            for o in range(n_out):
-                d_o = d2[s, o]
-                for j in range(hidden):
-                    grad_w2[o, j] += d_o * a1[s, j]
+        # BP3 for both layers: the biases, with the gradient summed over the batch in sample order.
         for o in range(n_out):
-            grad_b = d2[0, o] * 0
+            grad_b = zero
             for s in range(m):
                 grad_b += d2[s, o]
             b2[o] -= scale * grad_b
-            for j in range(hidden):
-                w2[o, j] = decay * w2[o, j] - scale * grad_w2[o, j]
         for j in range(hidden):
-            grad_b = d1[0, j] * 0
+            grad_b = zero
             for s in range(m):
                 grad_b += d1[s, j]
             b1[j] -= scale * grad_b
+        # BP4 and the step for the weights: w2p[o, :] -= (eta/m) delta^2_o a^1 and
+        # w1t[k, :] -= (eta/m) x_k delta^1, sample by sample (the same sum, in another order); the
+        # first layer only at the rows of non-zero pixels. Weight decay first, on every weight.
+        if lmbda != 0:
+            for o in range(n_out):
+                for j in range(padded):
+                    w2p[o, j] *= decay
         # Layer 1: weight decay touches every weight, the gradient only the rows of non-zero pixels
         # (sample by sample: the same sum, in a different order).
         if lmbda != 0:
@@ -169,6 +168,7 @@ def _epoch_one_hidden(w1t, b1, w2, b2, starts, ends, indices, values, targets, b
                 for j in range(padded):
                     w1t[q, j] *= decay
         for s in range(m):
+            subtract_sparse_outer(w2p, a1, s, output_units, d2_flat, s * n_out, (s + 1) * n_out, scale)
             subtract_sparse_outer(w1t, d1, s, indices, values, starts[start + s], ends[start + s], scale)
     write_fp_control(caller_fp_control)
 
@@ -257,8 +257,8 @@ def prepare(net, X, labels, batch_size):
         padded = -(-hidden // CHUNK_ELEMENTS) * CHUNK_ELEMENTS
         a1, d1 = aligned_zeros((batch_size, padded), dtype), aligned_zeros((batch_size, padded), dtype)
         a2, d2 = np.zeros((batch_size, n_out), dtype), np.zeros((batch_size, n_out), dtype)
-        grad_w2 = np.zeros((n_out, hidden), dtype)
-        w1t = aligned_zeros((net.sizes[0], padded), dtype)
+        w1t, w2p = aligned_zeros((net.sizes[0], padded), dtype), aligned_zeros((n_out, padded), dtype)
+        output_units = np.tile(np.arange(n_out, dtype=np.int32), batch_size)
         starts, ends, targets = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         laid_out = [None]  # the permutation the three arrays above follow
 
@@ -269,11 +269,14 @@ def prepare(net, X, labels, batch_size):
                 np.take(labels, perm, out=targets)
                 laid_out[0] = perm
             w1, b1, w2, b2 = net.weights[0], net.biases[0], net.weights[1], net.biases[1]
-            w1t[:, :hidden] = w1.T  # the kernel's layout; copied back below (23,520 numbers, microseconds)
-            _epoch_one_hidden(w1t, b1, w2, b2, starts, ends, indices, values, targets,
+            # The kernel's layout, copied in and back out (24,000 numbers: microseconds).
+            w1t[:, :hidden] = w1.T
+            w2p[:, :hidden] = w2
+            _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets,
                               batch_size, first_batch, n_batches if last_batch is None else last_batch,
-                              float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2, grad_w2)
+                              float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2, output_units)
             w1[...] = w1t[:, :hidden].T
+            w2[...] = w2p[:, :hidden]
 
         return run
 

@@ -20,7 +20,7 @@ def save_figure(fig, path) -> Path:
     """Write ``fig`` to ``path`` (PNG) atomically and close it."""
     path = Path(path)
     with atomic_write(path) as (f, _):
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return path
 
@@ -30,7 +30,7 @@ def learning_curves(runs: list[list[dict]], labels: list[str], path) -> Path:
 
     ``runs`` holds each run's epoch records as written in history.json.
     """
-    fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for records, label, colour in zip(runs, labels, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
         epochs = [r["epoch"] for r in records]
         acc_ax.plot(epochs, [100 * r["test_accuracy"] for r in records], color=colour, label=f"{label} test")

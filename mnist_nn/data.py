@@ -396,6 +396,8 @@ def load_mnist(data_dir=None, validation_size: int = 10_000, dtype=np.float32, d
         # One pass, no temporary; the divisor in the target dtype keeps NumPy on its fast loop.
         return np.divide(pixels, np.dtype(dtype).type(255), out=np.empty(pixels.shape, dtype), dtype=dtype)
 
+    if validation_size >= len(train_x):
+        raise ValueError(f"validation_size {validation_size} leaves no training images (there are {len(train_x)})")
     cut = len(train_x) - validation_size
     return MnistData(train=Split(scaled(train_x[:cut]), train_y[:cut].copy()),
                      validation=Split(scaled(train_x[cut:]), train_y[cut:].copy()),

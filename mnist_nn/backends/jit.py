@@ -321,7 +321,9 @@ def _sparse_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarr
     indptr = np.zeros(len(X) + 1, dtype=np.int64)
     _count_nonzero_rows(X, indptr[1:])
     np.cumsum(indptr, out=indptr)
-    indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], dtype)
+    # Column numbers as uint16 when they fit (MNIST's 784 do): a quarter less memory to stream per epoch.
+    index_type = np.uint16 if X.shape[1] <= np.iinfo(np.uint16).max else np.int32
+    indices, values = np.empty(indptr[-1], index_type), np.empty(indptr[-1], dtype)
     _fill_rows(X, indptr, indices, values)
     return indptr, indices, values
 
@@ -369,7 +371,7 @@ def prepare(net, X, labels, batch_size):
         padded = w1t.shape[1]
         a1, d1 = aligned_zeros((batch_size, padded), dtype), aligned_zeros((batch_size, padded), dtype)
         a2, d2 = np.zeros((batch_size, n_out), dtype), np.zeros((batch_size, n_out), dtype)
-        output_units = np.tile(np.arange(n_out, dtype=np.int32), batch_size)
+        output_units = np.tile(np.arange(n_out, dtype=np.uint16 if n_out < 2**16 else np.int32), batch_size)
         starts, ends, targets = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         laid_out = [None]  # the permutation the three arrays above follow
 

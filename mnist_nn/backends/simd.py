@@ -60,16 +60,18 @@ def _pixel(context, builder, signature, args, indices_at, values_at, p):
     """(k, x_k) of non-zero number p: its column (as intp) and its value."""
     indices = context.make_array(signature.args[indices_at])(context, builder, args[indices_at])
     values = context.make_array(signature.args[values_at])(context, builder, args[values_at])
-    k = builder.sext(builder.load(builder.gep(indices.data, [p])), ir.IntType(64))
+    column = builder.load(builder.gep(indices.data, [p]))
+    signed = signature.args[indices_at].dtype.signed
+    k = (builder.sext if signed else builder.zext)(column, ir.IntType(64))
     return k, builder.load(builder.gep(values.data, [p]))
 
 
 def _check(out, w, indices, values):
     ok = (isinstance(out, types.Array) and isinstance(w, types.Array) and out.ndim == 2 and w.ndim == 2
           and out.dtype == w.dtype == values.dtype and out.layout == w.layout == "C"
-          and isinstance(indices, types.Array) and indices.dtype == types.int32)
+          and isinstance(indices, types.Array) and indices.dtype in (types.int32, types.uint16))
     if not ok:
-        raise TypeError("simd helpers take C-contiguous 2-D arrays of one float dtype and int32 indices")
+        raise TypeError("simd helpers take C-contiguous 2-D arrays of one float dtype and int32 or uint16 indices")
 
 
 @intrinsic

@@ -21,10 +21,11 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from mnist_nn.backends.simd import (CHUNK_ELEMENTS, FLUSH_DENORMALS, add_sparse_rows, prefetch_range,
-                                    read_fp_control,
+                                    read_fp_control, sigmoid_row_float32,
                                     subtract_sparse_outer, write_fp_control)
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -54,6 +55,24 @@ def _activate_row(row, code):
             row[j] = np.tanh(row[j])
         else:
             row[j] = max(row[j], zero)
+
+
+def _sigmoid_hidden(a, s, hidden):
+    """a[s, :hidden] = sigmoid(a[s, :hidden]); the padded columns of row s stay 0."""
+
+
+@overload(_sigmoid_hidden, inline="always", jit_options={"fastmath": FASTMATH})
+def _sigmoid_hidden_overload(a, s, hidden):
+    if a.dtype == types.float32:  # whole vectors with the polynomial exp (see simd.sigmoid_row_float32)
+        def vectorized(a, s, hidden):
+            sigmoid_row_float32(a, s, a.shape[1])
+            for j in range(hidden, a.shape[1]):
+                a[s, j] = 0
+        return vectorized
+
+    def scalar(a, s, hidden):  # float64: libm's exp, exactly as the NumPy backends
+        _activate_row(a[s, :hidden], SIGMOID)
+    return scalar
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -130,7 +149,10 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
             for j in range(hidden, padded):
                 a1[s, j] = 0
             add_sparse_rows(a1, s, w1t, indices, values, starts[t], ends[t])
-            _activate_row(a1[s, :hidden], act_code)
+            if act_code == SIGMOID:
+                _sigmoid_hidden(a1, s, hidden)
+            else:
+                _activate_row(a1[s, :hidden], act_code)
             # z^2 = w^2 a^1 + b^2, then a^2 and BP1.
             for o in range(n_out):
                 z = b2[o]
@@ -189,7 +211,10 @@ def _evaluate_one_hidden(w1t, b1, w2p, b2, indptr, indices, values, labels, act_
         for j in range(hidden, padded):
             a1[0, j] = 0
         add_sparse_rows(a1, 0, w1t, indices, values, indptr[i], indptr[i + 1])
-        _activate_row(a1[0, :hidden], act_code)
+        if act_code == SIGMOID:
+            _sigmoid_hidden(a1, 0, hidden)
+        else:
+            _activate_row(a1[0, :hidden], act_code)
         best = 0
         for o in range(n_out):
             z = b2[o]

@@ -240,3 +240,35 @@ def test_broken_model_files(tmp_path):
         with pytest.raises(ModelFileError, match=message) as info:
             Network.load(path)
         assert str(path) in str(info.value), name
+
+
+# --------------------------------------------------------------------------- jit building blocks
+
+def test_float32_sigmoid_intrinsic_is_accurate():
+    from numba import njit
+
+    from mnist_nn.backends.simd import sigmoid_row_float32
+
+    @njit
+    def apply(a):
+        for row in range(a.shape[0]):
+            sigmoid_row_float32(a, row, a.shape[1])
+
+    z = np.linspace(-100, 100, 80_000, dtype=np.float32).reshape(-1, 32)
+    out = z.copy()
+    apply(out)
+    exact = sigmoid(z.astype(np.float64))
+    assert np.abs(out - exact).max() < 1e-7  # about one float32 ulp at 0.5
+    representable = exact > 1e-37
+    assert (np.abs(out - exact) / exact)[representable].max() < 4 * 2.0 ** -24  # a few ulp everywhere else
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cost", ["quadratic", "cross-entropy"])
+def test_evaluator_matches_cost_and_predict(dtype, cost, digits):
+    X, labels = digits
+    for sizes in ((784, 30, 10), (784, 12, 11, 10)):
+        net = train_copy(sizes, "jit", digits, dtype=dtype, cost=cost, eta=0.5)
+        value, predicted = net.evaluator(X, labels)(lmbda=2.0)
+        assert value == pytest.approx(net.cost(X, labels, lmbda=2.0), rel=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_array_equal(predicted, net.predict(X))

@@ -255,6 +255,8 @@ def main(argv=None) -> int:
     if peers_missing:
         notes.append(f"Not installed, so not measured: {', '.join(peers_missing)}.")
     print("\n" + "\n".join(notes) if notes else "")
+    print("\nseconds per epoch, log scale:\n```\n" + common.text_bars(
+        [f"{r['implementation']} {r['dtype']}" for r in records], [r["seconds_per_epoch"] for r in records]) + "\n```")
 
     compile_record = None
     if not args.quick:

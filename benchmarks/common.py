@@ -68,3 +68,16 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def text_bars(labels: list[str], seconds: list[float], width: int = 48) -> str:
+    """A log-scale bar chart in plain text (for a terminal or a README), from 0.02 s to 5 s."""
+    import math
+
+    low, high = math.log10(0.02), math.log10(5.0)
+    pad = max(len(label) for label in labels)
+    lines = []
+    for label, value in zip(labels, seconds):
+        bar = max(1, round((math.log10(max(value, 0.02)) - low) / (high - low) * width))
+        lines.append(f"{label:{pad}s} {'#' * bar} {value:.3f} s")
+    return "\n".join(lines)

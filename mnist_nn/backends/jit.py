@@ -1,19 +1,20 @@
 """The jit backend: Numba kernels that run a whole epoch (or a range of its mini-batches) per call.
 
-Two kernels, both plain functions over NumPy arrays that write into buffers the caller allocated
-once per data set:
+Plain functions over NumPy arrays that write into buffers the caller allocated once per data set:
 
 * ``_epoch_one_hidden``: the common n_in-H-n_out network, made fast. The first layer skips the zero
   pixels of each image (about 80% of MNIST): the images are stored once as CSR rows (``indptr``,
   ``indices``, ``values``) and the first-layer weights are kept transposed, ``w1t[k, :]`` being the
   H weights leaving pixel k, so both z^1 += x_k w1t[k, :] and the update
-  w1t[k, :] -= (eta/m) x_k delta^1 are contiguous H-wide loops that LLVM turns into SIMD code.
-  Skipping x_k = 0 is exact: those terms add 0 to z^1 and to the gradient.
+  w1t[k, :] -= (eta/m) x_k delta^1 are contiguous H-wide rows, done by the SIMD helpers of
+  :mod:`mnist_nn.backends.simd`. Skipping x_k = 0 is exact: those terms add 0 to z^1 and the gradient.
+* ``_evaluate_one_hidden``: the same forward pass over a whole data set, for the after-epoch report.
 * ``_epoch_general``: any number of layers, dense, the same equations as the vectorized backend.
 
-Both use the same BP1-BP4 arithmetic as the other backends; with float64 they agree with them to
-rounding. ``fastmath`` lets LLVM reorder and fuse the reductions (that is what vectorizes them) but
-keeps NaN and inf semantics, so a diverging run is still seen as NaN by the caller.
+All use the same BP1-BP4 arithmetic as the other backends; with float64 they agree with them to
+rounding (float32 uses a polynomial exp for the hidden sigmoid, within a few ulp of libm's).
+``fastmath`` lets LLVM reorder and fuse the reductions but keeps NaN and inf semantics, so a diverging
+run is still seen as NaN by the caller. The kernels release the GIL (``nogil``).
 """
 
 from __future__ import annotations

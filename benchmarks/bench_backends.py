@@ -42,10 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in well under a minute: 1 epoch on 5,000 images (scaled), no compile timing")
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX even if installed")
-    p.add_argument("--json", metavar="PATH", help="write one record per implementation as JSON")
-    p.add_argument("--plot", metavar="PATH", help="write a bar chart (log scale) of seconds per epoch")
-    p.add_argument("--data-dir", help="MNIST cache folder")
-    p.add_argument("--offline", action="store_true", default=None, help="never download")
+    common.add_shared_flags(p, "write one record per implementation as JSON",
+                            "write a bar chart (log scale) of seconds per epoch")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.jit_epochs = 1, 1

@@ -30,10 +30,7 @@ def parse_args(argv=None):
                                                                "(default 10000)")
     p.add_argument("--epochs", type=int, default=2, help="measured epochs per point (default 2)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch of 1,000 images per point")
-    p.add_argument("--json", metavar="PATH", help="write the points as JSON")
-    p.add_argument("--plot", metavar="PATH", help="write the two curves as a PNG")
-    p.add_argument("--data-dir", help="MNIST cache folder")
-    p.add_argument("--offline", action="store_true", default=None, help="never download")
+    common.add_shared_flags(p, "write the points as JSON", "write the two curves as a PNG")
     args = p.parse_args(argv)
     if args.quick:
         args.samples, args.epochs = 1000, 1

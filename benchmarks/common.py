@@ -25,6 +25,14 @@ def limit_threads(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
+def add_shared_flags(parser, json_help: str, plot_help: str) -> None:
+    """The flags both benchmarks take: where results go and where the data is."""
+    parser.add_argument("--json", metavar="PATH", help=json_help)
+    parser.add_argument("--plot", metavar="PATH", help=plot_help)
+    parser.add_argument("--data-dir", help="MNIST cache folder")
+    parser.add_argument("--offline", action="store_true", default=None, help="never download")
+
+
 def machine() -> str:
     """CPU model, core count and the versions that matter, in one line."""
     model = platform.processor() or platform.machine()

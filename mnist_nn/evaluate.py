@@ -113,8 +113,8 @@ def main(argv=None) -> int:
         return 1
     images, labels = getattr(data, args.split)
     if len(labels) == 0:
-        print(f"error: the model was trained with validation_size=0, so there is no validation split; "
-              f"use --split test", file=sys.stderr)
+        print("error: the model was trained with validation_size=0, so there is no validation split; "
+              "use --split test", file=sys.stderr)
         return 1
     result = evaluate(net, images, labels, args.mistakes)
     written = write_plots(net, images, labels, result, Path(args.plots), args.split) if args.plots else []

@@ -102,7 +102,8 @@ class Mirror:
 
     Faults, consumed one per request: ``"404"``, ``"500"``, ``"truncate"`` (promise the full length,
     send half, close), ``"html"`` (an error page under the .gz name), ``"wrong"`` (valid gzip, wrong
-    content), ``"stall"`` (send nothing for ``stall_s`` seconds). An empty queue serves the file.
+    content), ``"stall"`` (send nothing for ``stall_s`` seconds), ``"hang"`` (send half, then stall
+    for 30 s). An empty queue serves the file.
     """
 
     def __init__(self, files: dict[str, bytes]):
@@ -142,9 +143,11 @@ class FaultServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if fault == "truncate":
+                if fault in ("truncate", "hang"):
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
+                    if fault == "hang":  # half the file, then nothing for a long while
+                        time.sleep(30)
                     self.close_connection = True
                     return
                 self.wfile.write(body)

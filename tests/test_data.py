@@ -229,3 +229,28 @@ def test_real_mnist(real_data_dir):
     assert np.bincount(all_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     full = load_mnist(real_data_dir, validation_size=0, download=False)
     assert full.train.images.shape == (60_000, 784) and full.validation.images.shape == (0, 784)
+
+
+def test_killed_mid_download_leaves_no_file_in_place(tiny, server, tmp_path):
+    """kill -9 while half of a file has arrived: nothing appears under the file's name, and the next
+    download (which would replace the leftovers) still works."""
+    import json as json_module
+    import signal
+    import time
+
+    url = server.add("m1", tiny.gz)
+    server.mirrors["m1"].faults["train-images-idx3-ubyte.gz"] = ["hang"]
+    folder = tmp_path / "cache"
+    table = json_module.dumps(tiny.checksums)
+    code = ("import json, sys; from mnist_nn import data; "
+            f"data.fetch(sys.argv[1], sys.argv[2], quiet=True, use_default_mirrors=False, checksums=json.loads({table!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder), url])
+    deadline = time.time() + 60
+    while "train-images-idx3-ubyte.gz" not in server.mirrors["m1"].requests and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the first half is on disk now
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert "train-images-idx3-ubyte" not in cache_entries(folder)  # only complete, verified files get the name
+    paths = fetch(folder, url, quiet=True, use_default_mirrors=False, timeout=FAST, checksums=tiny.checksums)
+    assert paths["train-images-idx3-ubyte"].read_bytes() == tiny.raw["train-images-idx3-ubyte"]

@@ -272,3 +272,23 @@ def test_evaluator_matches_cost_and_predict(dtype, cost, digits):
         value, predicted = net.evaluator(X, labels)(lmbda=2.0)
         assert value == pytest.approx(net.cost(X, labels, lmbda=2.0), rel=1e-5 if dtype == np.float32 else 1e-12)
         np.testing.assert_array_equal(predicted, net.predict(X))
+
+
+def test_compiled_kernels_are_cached_on_disk(tmp_path):
+    """A second process loads the jit kernels from Numba's on-disk cache instead of compiling them."""
+    import subprocess
+    import sys
+
+    probe = ("import numpy as np; from mnist_nn import Network; from mnist_nn.backends import jit; "
+             "X = (np.random.default_rng(0).random((40, 784)) < 0.2).astype(np.float32); y = np.arange(40) % 10; "
+             "net = Network(dtype=np.float32); net.sgd(X, y, 1); net.evaluator(X, y)(); "
+             "stats = jit._epoch_one_hidden.stats; print(sum(stats.cache_hits.values()), "
+             "sum(stats.cache_misses.values()))")
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    (hits1, misses1), (hits2, misses2) = (tuple(map(int, r.stdout.split())) for r in runs)
+    assert (hits1, misses1) == (0, 1)  # compiled in the first process...
+    assert (hits2, misses2) == (1, 0)  # ...and loaded from the cache in the second
+    assert list(tmp_path.rglob("*_epoch_one_hidden*.nbi"))

@@ -1,6 +1,11 @@
-"""Two SIMD building blocks for the sparse first layer, written as Numba intrinsics.
+"""The jit kernel's low-level helpers, written as Numba intrinsics (LLVM IR emitted directly).
 
-Why these exist: in the one-hidden-layer kernel the first layer is a sum over the ~150 non-zero
+* ``add_sparse_rows`` and ``subtract_sparse_outer``: the sparse first layer's forward sum and update.
+* ``sigmoid_row_float32``: a row of float32 sigmoids with a vectorized polynomial exp.
+* ``prefetch_range``: start loading an upcoming image's pixels into cache.
+* ``read_fp_control`` / ``write_fp_control``: flush denormals to zero inside the kernels (x86).
+
+Why the row helpers exist: in the one-hidden-layer kernel the first layer is a sum over the ~150 non-zero
 pixels of an image of rows of w1t (z += x_k w1t[k, :]), and the update is the same loop writing
 back (w1t[k, :] -= step_k delta). Written as plain Numba loops, LLVM must assume the rows it reads
 may overlap the row it writes (Numba cannot mark arrays ``noalias``), so it keeps the running sum in

@@ -90,15 +90,20 @@ class Network:
         return _vectorized.forward(self.weights, self.biases, self._as_input(X), self.activation,
                                    self.cost_function)[-1]
 
+    def output_z(self, X) -> np.ndarray:
+        """The output layer's weighted inputs z^L ``(N, n_last)``: what predictions, probabilities and
+        costs are computed from (stably, before any squashing)."""
+        X = self._as_input(X)
+        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
+        return _vectorized.output_z(self.weights, self.biases, last_hidden)
+
     def predict(self, X) -> np.ndarray:
         """The predicted class labels: the output unit with the largest weighted input z^L.
 
         The output activation is monotonic, so this is the most activated unit, without the ties a
         saturated float32 sigmoid (exactly 1.0 for z > 17) would create.
         """
-        X = self._as_input(X)
-        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
-        return _vectorized.output_z(self.weights, self.biases, last_hidden).argmax(axis=1)
+        return self.output_z(X).argmax(axis=1)
 
     def probabilities(self, X) -> np.ndarray:
         """Class probabilities ``(N, n_last)``: the softmax of the output layer's weighted inputs z^L.
@@ -107,9 +112,7 @@ class Network:
         that need not sum to one, so its scores are put through the same softmax to read as
         probabilities; the predicted class is the same either way.
         """
-        X = self._as_input(X)
-        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
-        return softmax(_vectorized.output_z(self.weights, self.biases, last_hidden))
+        return softmax(self.output_z(X))
 
     def accuracy(self, X, labels) -> float:
         """Fraction of rows whose predicted label equals ``labels``."""
@@ -121,9 +124,7 @@ class Network:
         Y = np.asarray(Y)
         if Y.ndim == 1:
             Y = one_hot(Y, self.sizes[-1], self.dtype)
-        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
-        z_out = _vectorized.output_z(self.weights, self.biases, last_hidden)
-        return float(np.mean(self.cost_function.fn(z_out, Y))) + self.l2_term(lmbda, len(X))
+        return float(np.mean(self.cost_function.fn(self.output_z(X), Y))) + self.l2_term(lmbda, len(X))
 
     def evaluator(self, X, labels) -> Callable[..., tuple[float, np.ndarray]]:
         """For a fixed data set, a function ``evaluate(lmbda=0.0, net=None) -> (mean cost, predicted

@@ -25,8 +25,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from mnist_nn.backends.simd import (CHUNK_ELEMENTS, FLUSH_DENORMALS, add_sparse_rows, prefetch_range,
-                                    read_fp_control, sigmoid_row_float32,
+from mnist_nn.backends.simd import (CHUNK_ELEMENTS, FLUSH_DENORMALS, SIGMOID_LANES, add_sparse_rows,
+                                    prefetch_range, read_fp_control, sigmoid_row_float32,
                                     subtract_sparse_outer, write_fp_control)
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -90,15 +90,36 @@ def _times_prime_row(delta_row, a_row, code):
             delta_row[j] = zero
 
 
+def _sigmoid_output(z, s, n_out):
+    """z[s, :n_out] = sigmoid(z[s, :n_out]); columns past n_out may be changed too."""
+
+
+@overload(_sigmoid_output, inline="always", jit_options={"fastmath": FASTMATH})
+def _sigmoid_output_overload(z, s, n_out):
+    if z.dtype == types.float32:
+        def vectorized(z, s, n_out):
+            if z.shape[1] % SIGMOID_LANES == 0:  # the one-hidden-layer kernel pads the outputs for this
+                # 10 scalar expf calls per image were ~8% of an epoch; one vector pass is a few cycles.
+                sigmoid_row_float32(z, s, z.shape[1])
+            else:
+                _activate_row(z[s, :n_out], SIGMOID)
+        return vectorized
+
+    def scalar(z, s, n_out):  # float64: libm's exp, exactly as the NumPy backends
+        _activate_row(z[s, :n_out], SIGMOID)
+    return scalar
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _output_and_delta(z, delta, s, label, cost_code):
-    """Output layer of sample ``s``: a^L from z^L in place in row s of ``z``, and BP1 into row s of ``delta``."""
+def _output_and_delta(z, delta, s, label, cost_code, n_out):
+    """Output layer of sample ``s``: a^L from z^L in place in row s of ``z``, and BP1 into row s of ``delta``.
+
+    Only the first ``n_out`` columns are outputs; the rows may be padded past them."""
     one, zero = z.dtype.type(1), z.dtype.type(0)
-    n_out = z.shape[1]
     if cost_code == QUADRATIC:  # sigmoid outputs, delta = (a - y) * a (1 - a)
+        _sigmoid_output(z, s, n_out)
         for j in range(n_out):
-            a = _sigmoid(z[s, j], one)
-            z[s, j] = a
+            a = z[s, j]
             y = one if j == label else zero
             delta[s, j] = (a - y) * a * (one - a)
     else:  # softmax outputs, delta = a - y
@@ -123,8 +144,9 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
     padded with zero columns to a multiple of ``CHUNK_ELEMENTS``, so every loop over hidden units runs
     whole SIMD vectors; the padded units have zero weights into and out of them and never change.
     ``b1`` (H) and ``b2`` are the network's own arrays. Buffers: a1, d1 (batch_size, Hp) hold a^1 and
-    delta^1 of each sample of the batch, a2, d2 (batch_size, n_out) a^2 and delta^2; ``output_units``
-    is 0..n_out-1 repeated batch_size times, so that layer 2 can use the same row helpers as layer 1.
+    delta^1 of each sample of the batch, a2, d2 (batch_size, n_out padded to whole float32 vectors) a^2
+    and delta^2; ``output_units`` is 0..padded-1 repeated batch_size times, so that layer 2 can use the
+    same row helpers as layer 1 (d2_flat[p] is delta^2 of output ``output_units[p]``).
     Sample t of the epoch is the image whose non-zeros are ``values[starts[t]:ends[t]]`` (at columns
     ``indices[...]``), with label ``targets[t]``: the caller lays these out in the epoch's shuffled
     order, so they are read front to back. No array views in the loops (each costs reference counting).
@@ -133,7 +155,8 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
     padded, hidden, n_out = w1t.shape[1], b1.shape[0], b2.shape[0]
     dtype = w2p.dtype.type
     zero, decay = dtype(0), dtype(1 - eta * lmbda / n)
-    d2_flat = d2.reshape(-1)  # delta^2 of sample s is d2_flat[s*n_out:(s+1)*n_out], at columns output_units
+    out_padded = d2.shape[1]
+    d2_flat = d2.reshape(-1)  # delta^2 of sample s is d2_flat[s*out_padded:s*out_padded+n_out], at output_units
     caller_fp_control = read_fp_control()
     write_fp_control(caller_fp_control | FLUSH_DENORMALS)  # see simd.write_fp_control
     for k in range(first_batch, last_batch):
@@ -160,11 +183,11 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
                 for j in range(padded):
                     z += w2p[o, j] * a1[s, j]
                 a2[s, o] = z
-            _output_and_delta(a2, d2, s, targets[t], cost_code)
+            _output_and_delta(a2, d2, s, targets[t], cost_code, n_out)
             # BP2: delta^1 = (w^2)^T delta^2 * sigma'(z^1), as rows: sum_o delta^2_o w2p[o, :].
             for j in range(padded):
                 d1[s, j] = 0
-            add_sparse_rows(d1, s, w2p, output_units, d2_flat, s * n_out, (s + 1) * n_out)
+            add_sparse_rows(d1, s, w2p, output_units, d2_flat, s * out_padded, s * out_padded + n_out)
             _times_prime_row(d1[s, :hidden], a1[s, :hidden], act_code)
 
         scale = dtype(eta / m)
@@ -193,7 +216,7 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
                 for j in range(padded):
                     w1t[q, j] *= decay
         for s in range(m):
-            subtract_sparse_outer(w2p, a1, s, output_units, d2_flat, s * n_out, (s + 1) * n_out, scale)
+            subtract_sparse_outer(w2p, a1, s, output_units, d2_flat, s * out_padded, s * out_padded + n_out, scale)
             subtract_sparse_outer(w1t, d1, s, indices, values, starts[start + s], ends[start + s], scale)
     write_fp_control(caller_fp_control)
 
@@ -264,7 +287,8 @@ def _epoch_general(weights, biases, X, labels, perm, batch_size, first_batch, la
                     a_out[s, j] = z
                 if l < n_layers - 1:
                     _activate_row(a_out[s], act_code)
-            _output_and_delta(acts[n_layers], deltas[n_layers - 1], s, labels[i], cost_code)  # BP1
+            _output_and_delta(acts[n_layers], deltas[n_layers - 1], s, labels[i], cost_code,  # BP1
+                              acts[n_layers].shape[1])
             for l in range(n_layers - 1, 0, -1):  # BP2
                 w, d_out, d_in, a = weights[l], deltas[l], deltas[l - 1], acts[l]
                 d_in[s, :] = 0
@@ -396,8 +420,9 @@ def prepare(net, X, labels, batch_size):
         w1t, w2p = _padded_layout(net, dtype)
         padded = w1t.shape[1]
         a1, d1 = aligned_zeros((batch_size, padded), dtype), aligned_zeros((batch_size, padded), dtype)
-        a2, d2 = np.zeros((batch_size, n_out), dtype), np.zeros((batch_size, n_out), dtype)
-        output_units = np.tile(np.arange(n_out, dtype=np.uint16 if n_out < 2**16 else np.int32), batch_size)
+        out_padded = -(-n_out // SIGMOID_LANES) * SIGMOID_LANES  # whole vectors for the output sigmoid
+        a2, d2 = aligned_zeros((batch_size, out_padded), dtype), aligned_zeros((batch_size, out_padded), dtype)
+        output_units = np.tile(np.arange(out_padded, dtype=np.uint16 if out_padded < 2**16 else np.int32), batch_size)
         starts, ends, targets = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         laid_out = [None]  # the permutation the three arrays above follow
 

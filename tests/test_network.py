@@ -120,6 +120,15 @@ def test_backends_agree_in_float64(sizes, activation, cost, lmbda, digits):
     assert_same_parameters(runs["jit"], runs["loop"], rtol=1e-9, atol=1e-12)
 
 
+def test_jit_agrees_on_pixels_with_many_distinct_values(digits):
+    """More than 256 distinct pixel values: the jit layout indexes the values directly instead of by
+    one-byte codes, and must train exactly as before."""
+    X, labels = digits
+    blurred = X * np.random.default_rng(0).uniform(0.5, 1.0, X.shape).astype(np.float32)  # zeros stay zero
+    runs = {b: train_copy((784, 30, 10), b, (blurred, labels), batch_size=7) for b in ("vectorized", "jit")}
+    assert_same_parameters(runs["jit"], runs["vectorized"], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("sizes", [(784, 30, 10), (784, 16, 12, 10)])
 def test_jit_float32_close_to_float64(sizes, digits):
     single = train_copy(sizes, "jit", digits, dtype=np.float32)
@@ -261,6 +270,24 @@ def test_float32_sigmoid_intrinsic_is_accurate():
     assert np.abs(out - exact).max() < 1e-7  # about one float32 ulp at 0.5
     representable = exact > 1e-37
     assert (np.abs(out - exact) / exact)[representable].max() < 4 * 2.0 ** -24  # a few ulp everywhere else
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_rows_hold_the_images_exactly(dtype, digits):
+    from mnist_nn.backends.jit import sparse_rows
+
+    X, _ = digits
+    blurred = X * np.random.default_rng(0).uniform(0.5, 1.0, X.shape).astype(np.float32)
+    for images, coded in ((X, True), (blurred, False)):
+        indptr, indices, codes, table = sparse_rows(images, dtype)
+        assert (codes.dtype == np.uint8) == coded and table.dtype == dtype
+        if coded:
+            assert len(table) == len(np.unique(images[images != 0]))  # MNIST-like: one code per grey level
+        rebuilt = np.zeros(images.shape, dtype)
+        rows = np.repeat(np.arange(len(images)), np.diff(indptr))
+        rebuilt[rows, indices] = table[codes]
+        np.testing.assert_array_equal(rebuilt, images.astype(dtype))
+        assert np.all(table[codes] != 0)  # only the non-zero pixels are stored
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,8 +3,8 @@
 Plain functions over NumPy arrays that write into buffers the caller allocated once per data set:
 
 * ``_epoch_one_hidden``: the common n_in-H-n_out network, made fast. The first layer skips the zero
-  pixels of each image (about 80% of MNIST): the images are stored once as CSR rows (``indptr``,
-  ``indices``, ``values``) and the first-layer weights are kept transposed, ``w1t[k, :]`` being the
+  pixels of each image (about 80% of MNIST): the images are stored once as CSR rows (see
+  ``sparse_rows``) and the first-layer weights are kept transposed, ``w1t[k, :]`` being the
   H weights leaving pixel k, so both z^1 += x_k w1t[k, :] and the update
   w1t[k, :] -= (eta/m) x_k delta^1 are contiguous H-wide rows, done by the SIMD helpers of
   :mod:`mnist_nn.backends.simd`. Skipping x_k = 0 is exact: those terms add 0 to z^1 and the gradient.
@@ -12,7 +12,7 @@ Plain functions over NumPy arrays that write into buffers the caller allocated o
 * ``_epoch_general``: any number of layers, dense, the same equations as the vectorized backend.
 
 All use the same BP1-BP4 arithmetic as the other backends; with float64 they agree with them to
-rounding (float32 uses a polynomial exp for the hidden sigmoid, within a few ulp of libm's).
+rounding (float32 uses a polynomial exp for the sigmoids, within a few ulp of libm's).
 ``fastmath`` lets LLVM reorder and fuse the reductions but keeps NaN and inf semantics, so a diverging
 run is still seen as NaN by the caller. The kernels release the GIL (``nogil``).
 """
@@ -20,6 +20,7 @@ run is still seen as NaN by the caller. The kernels release the GIL (``nogil``).
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, types
@@ -136,7 +137,7 @@ def _output_and_delta(z, delta, s, label, cost_code, n_out):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, batch_size, first_batch,
+def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, targets, batch_size, first_batch,
                       last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2, output_units):
     """Mini-batches ``first_batch`` .. ``last_batch - 1`` of one epoch of a one-hidden-layer network.
 
@@ -147,9 +148,9 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
     delta^1 of each sample of the batch, a2, d2 (batch_size, n_out padded to whole float32 vectors) a^2
     and delta^2; ``output_units`` is 0..padded-1 repeated batch_size times, so that layer 2 can use the
     same row helpers as layer 1 (d2_flat[p] is delta^2 of output ``output_units[p]``).
-    Sample t of the epoch is the image whose non-zeros are ``values[starts[t]:ends[t]]`` (at columns
-    ``indices[...]``), with label ``targets[t]``: the caller lays these out in the epoch's shuffled
-    order, so they are read front to back. No array views in the loops (each costs reference counting).
+    Sample t of the epoch is the image whose non-zeros are ``table[codes[starts[t]:ends[t]]]`` (at
+    columns ``indices[...]``), with label ``targets[t]``: the caller lays these out in the epoch's
+    shuffled order, so they are read front to back. No array views in the loops (each costs reference counting).
     """
     n = targets.shape[0]
     padded, hidden, n_out = w1t.shape[1], b1.shape[0], b2.shape[0]
@@ -165,14 +166,14 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
         for s in range(m):
             t = start + s
             if t + PREFETCH_AHEAD < n:  # a coming image's pixels are a cache miss: load them now
-                prefetch_range(values, starts[t + PREFETCH_AHEAD], ends[t + PREFETCH_AHEAD])
+                prefetch_range(codes, starts[t + PREFETCH_AHEAD], ends[t + PREFETCH_AHEAD])
                 prefetch_range(indices, starts[t + PREFETCH_AHEAD], ends[t + PREFETCH_AHEAD])
             # z^1 = w^1 x + b^1, summed over the non-zero pixels of x only.
             for j in range(hidden):
                 a1[s, j] = b1[j]
             for j in range(hidden, padded):
                 a1[s, j] = 0
-            add_sparse_rows(a1, s, w1t, indices, values, starts[t], ends[t])
+            add_sparse_rows(a1, s, w1t, indices, codes, starts[t], ends[t], table)
             if act_code == SIGMOID:
                 _sigmoid_hidden(a1, s, hidden)
             else:
@@ -187,7 +188,7 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
             # BP2: delta^1 = (w^2)^T delta^2 * sigma'(z^1), as rows: sum_o delta^2_o w2p[o, :].
             for j in range(padded):
                 d1[s, j] = 0
-            add_sparse_rows(d1, s, w2p, output_units, d2_flat, s * out_padded, s * out_padded + n_out)
+            add_sparse_rows(d1, s, w2p, output_units, d2_flat, s * out_padded, s * out_padded + n_out, None)
             _times_prime_row(d1[s, :hidden], a1[s, :hidden], act_code)
 
         scale = dtype(eta / m)
@@ -216,13 +217,14 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets, 
                 for j in range(padded):
                     w1t[q, j] *= decay
         for s in range(m):
-            subtract_sparse_outer(w2p, a1, s, output_units, d2_flat, s * out_padded, s * out_padded + n_out, scale)
-            subtract_sparse_outer(w1t, d1, s, indices, values, starts[start + s], ends[start + s], scale)
+            subtract_sparse_outer(w2p, a1, s, output_units, d2_flat, s * out_padded, s * out_padded + n_out, scale,
+                                  None)
+            subtract_sparse_outer(w1t, d1, s, indices, codes, starts[start + s], ends[start + s], scale, table)
     write_fp_control(caller_fp_control)
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _evaluate_one_hidden(w1t, b1, w2p, b2, indptr, indices, values, labels, act_code, cost_code, a1, z2,
+def _evaluate_one_hidden(w1t, b1, w2p, b2, indptr, indices, codes, table, labels, act_code, cost_code, a1, z2,
                          predicted):
     """Forward pass of every image (same layout as ``_epoch_one_hidden``): writes each predicted label
     (the largest output z, first on ties, as ``Network.predict``) and returns the summed cost."""
@@ -234,7 +236,7 @@ def _evaluate_one_hidden(w1t, b1, w2p, b2, indptr, indices, values, labels, act_
             a1[0, j] = b1[j]
         for j in range(hidden, padded):
             a1[0, j] = 0
-        add_sparse_rows(a1, 0, w1t, indices, values, indptr[i], indptr[i + 1])
+        add_sparse_rows(a1, 0, w1t, indices, codes, indptr[i], indptr[i + 1], table)
         if act_code == SIGMOID:
             _sigmoid_hidden(a1, 0, hidden)
         else:
@@ -343,13 +345,54 @@ def _fill_rows(X, indptr, indices, values):
                 p += 1
 
 
-_sparse_copies: dict = {}  # id(X) -> (weak reference to X, dtype, CSR arrays); see sparse_rows
+@njit(cache=True)
+def _value_codes(bits, codes, table_bits):
+    """codes[p] with table_bits[codes[p]] == bits[p], for at most len(table_bits) distinct values.
+
+    ``bits`` are the values' bit patterns (so equal means identical). Returns the number of distinct
+    values, or -1 if there are more than the table holds. An open-addressing hash of the patterns.
+    """
+    slots = np.full(4 * table_bits.shape[0], -1, np.int64)  # hash slot -> code; a quarter full at most
+    mask = slots.shape[0] - 1
+    distinct = 0
+    for p in range(bits.shape[0]):
+        pattern = bits[p]
+        slot = (np.uint64(pattern) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)  # Fibonacci hashing
+        slot = np.int64(slot) & mask
+        while slots[slot] >= 0 and table_bits[slots[slot]] != pattern:
+            slot = (slot + 1) & mask
+        if slots[slot] < 0:
+            if distinct == table_bits.shape[0]:
+                return -1
+            table_bits[distinct] = pattern
+            slots[slot] = distinct
+            distinct += 1
+        codes[p] = slots[slot]
+    return distinct
 
 
-def sparse_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR form of X: row i's non-zeros are ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``.
+class SparseImages(NamedTuple):
+    """Images as CSR rows: image i's non-zero pixels are at columns ``indices[indptr[i]:indptr[i+1]]``
+    with values ``table[codes[...]]``.
 
-    Two passes in Numba (count, then fill). A data set is treated as immutable: the CSR copy of an
+    Pixel values are stored as one-byte codes into a table of the distinct values when there are at
+    most 256 of them (MNIST's are the 256 multiples of 1/255): a third of the bytes per pixel to stream
+    from memory each epoch (the images are visited in random order, so every image is a cache miss).
+    Otherwise ``codes`` is simply 0, 1, 2, ... and ``table`` the values themselves. Exact either way.
+    """
+    indptr: np.ndarray
+    indices: np.ndarray
+    codes: np.ndarray
+    table: np.ndarray
+
+
+_sparse_copies: dict = {}  # id(X) -> (weak reference to X, dtype, SparseImages); see sparse_rows
+
+
+def sparse_rows(X: np.ndarray, dtype) -> SparseImages:
+    """The CSR form of X with values in ``dtype`` (see SparseImages).
+
+    Made in Numba (count, fill, code the values). A data set is treated as immutable: the copy of an
     array is made once and shared while the array lives (the training epochs and the after-epoch
     evaluation of the same 50,000 images would otherwise each pay ~0.2 s for it). Train on a new
     array, not on one changed in place.
@@ -367,7 +410,7 @@ def sparse_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return csr
 
 
-def _sparse_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sparse_rows(X: np.ndarray, dtype) -> SparseImages:
     indptr = np.zeros(len(X) + 1, dtype=np.int64)
     _count_nonzero_rows(X, indptr[1:])
     np.cumsum(indptr, out=indptr)
@@ -375,7 +418,13 @@ def _sparse_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarr
     index_type = np.uint16 if X.shape[1] <= np.iinfo(np.uint16).max else np.int32
     indices, values = np.empty(indptr[-1], index_type), np.empty(indptr[-1], dtype)
     _fill_rows(X, indptr, indices, values)
-    return indptr, indices, values
+    bits_type = np.uint32 if values.dtype.itemsize == 4 else np.uint64
+    codes, table_bits = np.empty(len(values), np.uint8), np.zeros(256, bits_type)
+    distinct = _value_codes(values.view(bits_type), codes, table_bits)
+    if distinct < 0:  # too many distinct values for one-byte codes: index the values directly
+        return SparseImages(indptr, indices, np.arange(len(values), dtype=np.uint32 if len(values) < 2**32
+                                                       else np.uint64), values)
+    return SparseImages(indptr, indices, codes, table_bits[:max(distinct, 1)].view(values.dtype).copy())
 
 
 def _padded_layout(net, dtype):
@@ -389,7 +438,7 @@ def prepare_evaluation(net, X, labels):
     predictions)`` with the weights ``net`` (this network or a copy) has now. The sparse copy of X
     is made once, here."""
     dtype = net.dtype
-    indptr, indices, values = sparse_rows(X, dtype)
+    images = sparse_rows(X, dtype)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     hidden = net.sizes[1]
     w1t, w2p = _padded_layout(net, dtype)
@@ -399,8 +448,8 @@ def prepare_evaluation(net, X, labels):
     def evaluate(current):
         w1t[:, :hidden] = current.weights[0].T
         w2p[:, :hidden] = current.weights[1]
-        total = _evaluate_one_hidden(w1t, current.biases[0], w2p, current.biases[1], indptr, indices, values,
-                                     labels, current.activation.code, current.cost_function.code, a1, z2, predicted)
+        total = _evaluate_one_hidden(w1t, current.biases[0], w2p, current.biases[1], *images, labels,
+                                     current.activation.code, current.cost_function.code, a1, z2, predicted)
         return total, predicted.copy()
 
     return evaluate
@@ -415,7 +464,7 @@ def prepare(net, X, labels, batch_size):
     act_code, cost_code = net.activation.code, net.cost_function.code
 
     if len(net.weights) == 2:
-        indptr, indices, values = sparse_rows(X, dtype)
+        indptr, indices, codes, table = sparse_rows(X, dtype)
         hidden, n_out = net.sizes[1], net.sizes[2]
         w1t, w2p = _padded_layout(net, dtype)
         padded = w1t.shape[1]
@@ -436,7 +485,7 @@ def prepare(net, X, labels, batch_size):
             # The kernel's layout, copied in and back out (24,000 numbers: microseconds).
             w1t[:, :hidden] = w1.T
             w2p[:, :hidden] = w2
-            _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, values, targets,
+            _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, targets,
                               batch_size, first_batch, n_batches if last_batch is None else last_batch,
                               float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2, output_units)
             w1[...] = w1t[:, :hidden].T

@@ -62,29 +62,42 @@ def _splat(builder, scalar, vector_type):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
-def _pixel(context, builder, signature, args, indices_at, values_at, p):
-    """(k, x_k) of non-zero number p: its column (as intp) and its value."""
+def _pixel(context, builder, signature, args, indices_at, values_at, table_at, p):
+    """(k, x_k) of non-zero number p: its column (as intp) and its value, values[p] or, with a value
+    table, table[values[p]]."""
     indices = context.make_array(signature.args[indices_at])(context, builder, args[indices_at])
     values = context.make_array(signature.args[values_at])(context, builder, args[values_at])
     column = builder.load(builder.gep(indices.data, [p]))
     signed = signature.args[indices_at].dtype.signed
     k = (builder.sext if signed else builder.zext)(column, ir.IntType(64))
-    return k, builder.load(builder.gep(values.data, [p]))
+    value = builder.load(builder.gep(values.data, [p]))
+    if isinstance(signature.args[table_at], types.Array):
+        table = context.make_array(signature.args[table_at])(context, builder, args[table_at])
+        value = builder.load(builder.gep(table.data, [builder.zext(value, ir.IntType(64))]))
+    return k, value
 
 
-def _check(out, w, indices, values):
+def _check(out, w, indices, values, table):
     ok = (isinstance(out, types.Array) and isinstance(w, types.Array) and out.ndim == 2 and w.ndim == 2
-          and out.dtype == w.dtype == values.dtype and out.layout == w.layout == "C"
-          and isinstance(indices, types.Array) and indices.dtype in (types.int32, types.uint16))
+          and out.dtype == w.dtype and out.layout == w.layout == "C"
+          and isinstance(indices, types.Array) and indices.dtype in (types.int32, types.uint16)
+          and isinstance(values, types.Array) and values.ndim == 1)
+    if isinstance(table, types.NoneType):
+        ok = ok and values.dtype == out.dtype
+    else:
+        ok = (ok and isinstance(table, types.Array) and table.ndim == 1 and table.dtype == out.dtype
+              and isinstance(values.dtype, types.Integer) and not values.dtype.signed)
     if not ok:
-        raise TypeError("simd helpers take C-contiguous 2-D arrays of one float dtype and int32 or uint16 indices")
+        raise TypeError("simd helpers take C-contiguous 2-D arrays of one float dtype, int32 or uint16 indices, "
+                        "and values of that dtype (table None) or unsigned codes into a table of it")
 
 
 @intrinsic
-def add_sparse_rows(typingctx, out, out_row, w, indices, values, start, end):
-    """out[out_row, :] += sum over p in [start, end) of values[p] * w[indices[p], :]."""
-    _check(out, w, indices, values)
-    signature = types.void(out, out_row, w, indices, values, start, end)
+def add_sparse_rows(typingctx, out, out_row, w, indices, values, start, end, table):
+    """out[out_row, :] += sum over p in [start, end) of x_p * w[indices[p], :], where x_p is values[p]
+    (``table`` None) or table[values[p]]."""
+    _check(out, w, indices, values, table)
+    signature = types.void(out, out_row, w, indices, values, start, end, table)
 
     def codegen(context, builder, sig, args):
         elem = context.get_data_type(sig.args[0].dtype)
@@ -104,7 +117,7 @@ def add_sparse_rows(typingctx, out, out_row, w, indices, values, start, end):
         after_pairs = builder.add(first, builder.mul(pairs, _i64(INTERLEAVED_SUMS)))
 
         def accumulate(chunk_sums, p, column):
-            k, x = _pixel(context, builder, sig, args, 3, 4, p)
+            k, x = _pixel(context, builder, sig, args, 3, 4, 7, p)
             x_vec = _splat(builder, x, vec)
             w_row = builder.gep(w_array.data, [builder.add(builder.mul(k, width), column)])
             for v, acc in enumerate(chunk_sums):
@@ -136,10 +149,11 @@ def add_sparse_rows(typingctx, out, out_row, w, indices, values, start, end):
 
 
 @intrinsic
-def subtract_sparse_outer(typingctx, w, delta, delta_row, indices, values, start, end, scale):
-    """w[indices[p], :] -= (scale * values[p]) * delta[delta_row, :] for every p in [start, end)."""
-    _check(delta, w, indices, values)
-    signature = types.void(w, delta, delta_row, indices, values, start, end, scale)
+def subtract_sparse_outer(typingctx, w, delta, delta_row, indices, values, start, end, scale, table):
+    """w[indices[p], :] -= (scale * x_p) * delta[delta_row, :] for every p in [start, end), x_p as in
+    add_sparse_rows."""
+    _check(delta, w, indices, values, table)
+    signature = types.void(w, delta, delta_row, indices, values, start, end, scale, table)
 
     def codegen(context, builder, sig, args):
         dtype = sig.args[0].dtype
@@ -159,7 +173,7 @@ def subtract_sparse_outer(typingctx, w, delta, delta_row, indices, values, start
             deltas = [builder.load(_vector_pointer(builder, delta_chunk, _i64(v * vec.count), vec), align=align)
                       for v in range(VECTORS_PER_CHUNK)]
             with cgutils.for_range(builder, last, start=first) as pixel:
-                k, x = _pixel(context, builder, sig, args, 3, 4, pixel.index)
+                k, x = _pixel(context, builder, sig, args, 3, 4, 8, pixel.index)
                 step = _splat(builder, builder.fmul(scale, x), vec)
                 w_row = builder.gep(w_array.data, [builder.add(builder.mul(k, width), column)])
                 for v, d in enumerate(deltas):

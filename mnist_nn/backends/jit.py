@@ -155,9 +155,10 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, tar
     n = targets.shape[0]
     padded, hidden, n_out = w1t.shape[1], b1.shape[0], b2.shape[0]
     dtype = w2p.dtype.type
-    zero, decay = dtype(0), dtype(1 - eta * lmbda / n)
+    decay = dtype(1 - eta * lmbda / n)
     out_padded = d2.shape[1]
     d2_flat = d2.reshape(-1)  # delta^2 of sample s is d2_flat[s*out_padded:s*out_padded+n_out], at output_units
+    grad_b1, grad_b2 = np.empty(padded, dtype), np.empty(out_padded, dtype)
     caller_fp_control = read_fp_control()
     write_fp_control(caller_fp_control | FLUSH_DENORMALS)  # see simd.write_fp_control
     for k in range(first_batch, last_batch):
@@ -192,17 +193,21 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, tar
             _times_prime_row(d1[s, :hidden], a1[s, :hidden], act_code)
 
         scale = dtype(eta / m)
-        # BP3 for both layers: the biases, with the gradient summed over the batch in sample order.
-        for o in range(n_out):
-            grad_b = zero
-            for s in range(m):
-                grad_b += d2[s, o]
-            b2[o] -= scale * grad_b
+        # BP3 for both layers: the biases, with the gradient summed over the batch in sample order,
+        # whole rows at a time (a loop over samples inside one over units would not vectorize).
+        for j in range(padded):
+            grad_b1[j] = d1[0, j]
+        for o in range(out_padded):
+            grad_b2[o] = d2[0, o]
+        for s in range(1, m):
+            for j in range(padded):
+                grad_b1[j] += d1[s, j]
+            for o in range(out_padded):
+                grad_b2[o] += d2[s, o]
         for j in range(hidden):
-            grad_b = zero
-            for s in range(m):
-                grad_b += d1[s, j]
-            b1[j] -= scale * grad_b
+            b1[j] -= scale * grad_b1[j]
+        for o in range(n_out):
+            b2[o] -= scale * grad_b2[o]
         # BP4 and the step for the weights: w2p[o, :] -= (eta/m) delta^2_o a^1 and
         # w1t[k, :] -= (eta/m) x_k delta^1, sample by sample (the same sum, in another order); the
         # first layer only at the rows of non-zero pixels. Weight decay first, on every weight.

@@ -32,7 +32,7 @@ from urllib.request import url2pathname
 
 import numpy as np
 
-from mnist_nn.cli import ArgumentParser
+from mnist_nn.cli import ArgumentParser, finish
 from mnist_nn.fileio import atomic_write, write_text
 
 # Canonical SHA-256 and size of the *uncompressed* IDX content (the widely published MNIST).
@@ -458,4 +458,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_nn.cli import ArgumentParser
+from mnist_nn.cli import ArgumentParser, finish
 from mnist_nn.data import MnistError, load_mnist
 from mnist_nn.network import ModelFileError, Network
 
@@ -128,4 +128,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

@@ -171,7 +171,8 @@ class Network:
     # ------------------------------------------------------------------ training
 
     def sgd(self, X, labels, epochs: int, batch_size: int = 10, eta: float = 3.0, lmbda: float = 0.0,
-            backend: str = "jit", on_epoch: Callable | None = None, on_batches: Callable | None = None) -> None:
+            backend: str = "jit", on_epoch: Callable | None = None, on_batches: Callable | None = None,
+            on_start: Callable | None = None) -> None:
         """Train by mini-batch SGD for ``epochs`` epochs on images ``X`` (N, n_in) and integer ``labels``.
 
         Every epoch shuffles with ``self.rng`` and visits the mini-batches of ``batch_size`` in that
@@ -179,6 +180,7 @@ class Network:
         ``on_epoch(epoch, net)`` is called after every epoch (epoch counts from 1 over the network's
         life); if it returns False, training stops. ``on_batches(k)`` is told that k more mini-batches
         are done: when given, the epoch runs in a few dozen slices so a progress bar can move.
+        ``on_start()`` is called once the backend has prepared the data, just before the first epoch.
         """
         X = self._as_input(X)
         labels = np.asarray(labels)
@@ -192,6 +194,8 @@ class Network:
         n_batches = -(-len(X) // batch_size)
         slices = 1 if on_batches is None else min(n_batches, 50)
         bounds = np.linspace(0, n_batches, slices + 1).astype(int)
+        if on_start is not None:
+            on_start()
         for _ in range(epochs):
             perm = self.rng.permutation(len(X))
             for first, last in zip(bounds[:-1], bounds[1:]):

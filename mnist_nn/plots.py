@@ -30,7 +30,9 @@ def learning_curves(runs: list[list[dict]], labels: list[str], path) -> Path:
 
     ``runs`` holds each run's epoch records as written in history.json.
     """
-    fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    # Fixed margins: a constrained layout costs about 0.4 s of the training command at the end.
+    fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.12, top=0.93, wspace=0.22)
     for records, label, colour in zip(runs, labels, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
         epochs = [r["epoch"] for r in records]
         acc_ax.plot(epochs, [100 * r["test_accuracy"] for r in records], color=colour, label=f"{label} test")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_nn.cli import ArgumentParser
+from mnist_nn.cli import ArgumentParser, finish
 from mnist_nn.network import ModelFileError, Network
 
 INK_LEVEL = 0.2  # after stretching to [0, 1], pixels above this count as ink when cropping
@@ -125,4 +125,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

@@ -12,6 +12,7 @@ import argparse
 import copy
 import importlib
 import json
+import os
 import platform
 import secrets
 import sys
@@ -21,15 +22,21 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
+# NumPy asks Linux for 2 MB pages for large arrays; where the kernel then compacts memory on the spot
+# (transparent_hugepage/defrag "madvise", as on the machine in the README) that made loading and
+# preparing MNIST 0.3-0.5 s slower per run, and the epochs no faster. This process's choice only;
+# set NUMPY_MADVISE_HUGEPAGE=1 to override. (It must be set before NumPy is imported.)
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
-from mnist_nn import __version__
-from mnist_nn.backends import BACKENDS
-from mnist_nn.cli import ArgumentParser
-from mnist_nn.data import TRAIN_SIZE, MnistError, load_mnist
-from mnist_nn.fileio import write_text
-from mnist_nn.functions import ACTIVATIONS, COSTS
-from mnist_nn.network import DTYPES, INITS, ModelFileError, Network
+import numpy as np  # noqa: E402
+
+from mnist_nn import __version__  # noqa: E402
+from mnist_nn.backends import BACKENDS  # noqa: E402
+from mnist_nn.cli import ArgumentParser, finish  # noqa: E402
+from mnist_nn.data import TRAIN_SIZE, MnistError, load_mnist  # noqa: E402
+from mnist_nn.fileio import write_text  # noqa: E402
+from mnist_nn.functions import ACTIVATIONS, COSTS  # noqa: E402
+from mnist_nn.network import DTYPES, INITS, ModelFileError, Network  # noqa: E402
 
 # The classic setup. Flags override these; a resumed run takes them from its history instead.
 DEFAULTS = dict(epochs=30, batch_size=10, lr=3.0, hidden=[30], activation="sigmoid", cost="quadratic",
@@ -203,24 +210,29 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
         from tqdm.auto import tqdm
         bar = tqdm(total=n_batches, unit="batch", leave=False, desc=f"Epoch {first_epoch}/{total}")
         say = bar.write  # lines above the bar, not through it
-    measure_train = net.evaluator(train_x, train_y)
-    measure_test = net.evaluator(*data.test)
-    measure_validation = net.evaluator(*data.validation) if has_validation else None
     start_weight = max(float(np.abs(w).max()) for w in net.weights)
     # Each epoch is measured and checkpointed on the other core while the next one trains: the jit
     # kernels release the GIL, and the measuring (about 40% of an epoch's time) then costs nothing.
     # It works on a snapshot of the network, so the next epoch may change the weights freely.
+    # The measuring thread's first jobs: prepare the three data sets for it and import matplotlib
+    # (about 0.4 s), while the training data are prepared and the first epochs run.
     measuring = ThreadPoolExecutor(max_workers=1)
-    pending = []
+    measure = {}
+    pending = [measuring.submit(lambda: measure.update(
+        train=net.evaluator(train_x, train_y),  # the training data's sparse copy is shared with the training
+        test=net.evaluator(*data.test),
+        validation=net.evaluator(*data.validation) if has_validation else None))]
+    if plot:
+        pending.append(measuring.submit(importlib.import_module, "mnist_nn.plots"))
     diverged = threading.Event()
 
     def measure_and_save(epoch: int, snapshot: Network, seconds: float) -> None:
         if diverged.is_set():
             return  # an epoch trained after the divergence was seen: not a good checkpoint
         with np.errstate(all="ignore"):
-            cost, _ = measure_train(settings["l2"], snapshot)
-            correct = int(np.sum(measure_test(0.0, snapshot)[1] == data.test.labels))
-            val = (float(np.mean(measure_validation(0.0, snapshot)[1] == data.validation.labels))
+            cost, _ = measure["train"](settings["l2"], snapshot)
+            correct = int(np.sum(measure["test"](0.0, snapshot)[1] == data.test.labels))
+            val = (float(np.mean(measure["validation"](0.0, snapshot)[1] == data.validation.labels))
                    if has_validation else None)
         why = divergence(snapshot, cost, correct / len(data.test.labels), start_weight)
         if why:
@@ -237,6 +249,12 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
 
     started = time.perf_counter()
     epoch_start = [started]
+
+    prepared = [0.0]
+
+    def before_first_epoch():
+        epoch_start[0] = time.perf_counter()  # epoch 1's time is the epoch's, not the preparation's
+        prepared[0] = epoch_start[0] - started
 
     def after_epoch(epoch: int, net: Network):
         seconds = time.perf_counter() - epoch_start[0]
@@ -259,7 +277,7 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
 
     try:
         net.sgd(train_x, train_y, settings["epochs"], settings["batch_size"], settings["lr"], settings["l2"],
-                backend=settings["backend"], on_epoch=after_epoch,
+                backend=settings["backend"], on_epoch=after_epoch, on_start=before_first_epoch,
                 on_batches=bar.update if bar is not None else None)
     except KeyboardInterrupt:
         finish_measuring()
@@ -276,7 +294,7 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
         kept = f"the checkpoint after epoch {len(records)} is kept in {out}" if records else "no epoch completed"
         print(f"error: {problem}; try a smaller --lr (now {settings['lr']}); {kept}", file=sys.stderr)
         return 1
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - started - prepared[0]
 
     best = max(records, key=lambda r: r["test_accuracy"])
     final = records[-1]
@@ -289,26 +307,31 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
     print(f"best epoch {best['epoch']}: test {100 * best['test_accuracy']:.2f}%   "
           f"final (epoch {final['epoch']}): test {100 * final['test_accuracy']:.2f}%"
           + (f", val {100 * final['validation_accuracy']:.2f}%" if has_validation else ""))
-    print(f"trained {settings['epochs']} epochs in {elapsed:.1f} s; wrote {', '.join(written)} to {out}")
+    print(f"trained {settings['epochs']} epochs in {elapsed:.1f} s (after {prepared[0]:.1f} s preparing the data and "
+          f"kernels); wrote {', '.join(written)} to {out}")
     return 0
 
 
-def import_plots_in_background() -> None:
-    """matplotlib takes about half a second to import; do it on the other core while training runs
-    (the jit kernels release the GIL), so the plot at the end costs only its drawing."""
-    import threading
+def warm_up_jit_in_background(dtype) -> None:
+    """Numba's one-time start-up (about 0.4 s of Python) on a daemon thread, while the data load (mostly
+    file reading and NumPy, which release the GIL)."""
 
-    threading.Thread(target=importlib.import_module, args=("mnist_nn.plots",), daemon=True).start()
+    def work():
+        from mnist_nn.backends import jit
+
+        jit.warm_up(dtype)
+
+    threading.Thread(target=work, daemon=True).start()
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.no_plot:
-        import_plots_in_background()
     try:
         settings, previous, out = resolve_settings(args)
         prepare_out(out)
+        if settings["backend"] == "jit":
+            warm_up_jit_in_background(np.dtype(settings["dtype"]))
         data = load_mnist(args.data_dir, settings["validation_size"], dtype=np.dtype(settings["dtype"]),
                           mirrors=args.mirror, quiet=args.quiet, offline=args.offline)
         return train(settings, previous, out, data, quiet=args.quiet, plot=not args.no_plot)
@@ -321,4 +344,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

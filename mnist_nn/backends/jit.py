@@ -19,6 +19,7 @@ run is still seen as NaN by the caller. The kernels release the GIL (``nogil``).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import NamedTuple
 
@@ -329,7 +330,7 @@ def aligned_zeros(shape, dtype, alignment: int = 64) -> np.ndarray:
     return raw[skip:skip + size].reshape(shape)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: the measuring thread prepares its data sets alongside
 def _count_nonzero_rows(X, counts):
     for i in range(X.shape[0]):
         c = 0
@@ -339,7 +340,7 @@ def _count_nonzero_rows(X, counts):
         counts[i] = c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: the measuring thread prepares its data sets alongside
 def _fill_rows(X, indptr, indices, values):
     for i in range(X.shape[0]):
         p = indptr[i]
@@ -350,7 +351,7 @@ def _fill_rows(X, indptr, indices, values):
                 p += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: the measuring thread prepares its data sets alongside
 def _value_codes(bits, codes, table_bits):
     """codes[p] with table_bits[codes[p]] == bits[p], for at most len(table_bits) distinct values.
 
@@ -392,6 +393,7 @@ class SparseImages(NamedTuple):
 
 
 _sparse_copies: dict = {}  # id(X) -> (weak reference to X, dtype, SparseImages); see sparse_rows
+_sparse_lock = threading.Lock()
 
 
 def sparse_rows(X: np.ndarray, dtype) -> SparseImages:
@@ -403,16 +405,18 @@ def sparse_rows(X: np.ndarray, dtype) -> SparseImages:
     array, not on one changed in place.
     """
     key = id(X)
-    if key in _sparse_copies:
-        ref, cached_dtype, csr = _sparse_copies[key]
-        if ref() is X and cached_dtype == np.dtype(dtype):
-            return csr
-    csr = _sparse_rows(np.ascontiguousarray(X), dtype)
-    try:
-        _sparse_copies[key] = (weakref.ref(X, lambda _, key=key: _sparse_copies.pop(key, None)), np.dtype(dtype), csr)
-    except TypeError:  # not weak-referenceable (a view of a view is fine; a memoryview is not)
-        pass
-    return csr
+    with _sparse_lock:  # the training thread and the measuring thread may ask for the same copy at once
+        if key in _sparse_copies:
+            ref, cached_dtype, csr = _sparse_copies[key]
+            if ref() is X and cached_dtype == np.dtype(dtype):
+                return csr
+        csr = _sparse_rows(np.ascontiguousarray(X), dtype)
+        try:
+            _sparse_copies[key] = (weakref.ref(X, lambda _, key=key: _sparse_copies.pop(key, None)), np.dtype(dtype),
+                                   csr)
+        except TypeError:  # not weak-referenceable (a view of a view is fine; a memoryview is not)
+            pass
+        return csr
 
 
 def _sparse_rows(X: np.ndarray, dtype) -> SparseImages:
@@ -430,6 +434,12 @@ def _sparse_rows(X: np.ndarray, dtype) -> SparseImages:
         return SparseImages(indptr, indices, np.arange(len(values), dtype=np.uint32 if len(values) < 2**32
                                                        else np.uint64), values)
     return SparseImages(indptr, indices, codes, table_bits[:max(distinct, 1)].view(values.dtype).copy())
+
+
+def warm_up(dtype) -> None:
+    """Get Numba's one-time start-up (about 0.4 s the first time anything compiled is called in a
+    process) and the data preparation kernels out of the way, e.g. on another thread while the data load."""
+    sparse_rows(np.ones((1, 1), dtype), dtype)
 
 
 def _padded_layout(net, dtype):
@@ -496,6 +506,7 @@ def prepare(net, X, labels, batch_size):
             w1[...] = w1t[:, :hidden].T
             w2[...] = w2p[:, :hidden]
 
+        run(np.arange(n), 1.0, 0.0, 0, 0)  # no batches: loads the compiled kernel now, not in epoch 1
         return run
 
     X = np.ascontiguousarray(X, dtype=dtype)

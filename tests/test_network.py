@@ -256,16 +256,18 @@ def test_broken_model_files(tmp_path):
 def test_float32_sigmoid_intrinsic_is_accurate():
     from numba import njit
 
-    from mnist_nn.backends.simd import sigmoid_row_float32
+    from mnist_nn.backends.simd import sigmoid_rows_float32
 
     @njit
-    def apply(a):
-        for row in range(a.shape[0]):
-            sigmoid_row_float32(a, row, a.shape[1])
+    def apply(a, first, rows):
+        sigmoid_rows_float32(a, first, rows)
 
     z = np.linspace(-100, 100, 80_000, dtype=np.float32).reshape(-1, 32)
     out = z.copy()
-    apply(out)
+    apply(out, 1, len(z) - 2)
+    np.testing.assert_array_equal(out[[0, -1]], z[[0, -1]])  # only the rows asked for
+    apply(out, 0, 1)
+    apply(out, len(z) - 1, 1)
     exact = sigmoid(z.astype(np.float64))
     assert np.abs(out - exact).max() < 1e-7  # about one float32 ulp at 0.5
     representable = exact > 1e-37

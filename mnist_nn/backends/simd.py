@@ -1,7 +1,7 @@
 """The jit kernel's low-level helpers, written as Numba intrinsics (LLVM IR emitted directly).
 
 * ``add_sparse_rows`` and ``subtract_sparse_outer``: the sparse first layer's forward sum and update.
-* ``sigmoid_row_float32``: a row of float32 sigmoids with a vectorized polynomial exp.
+* ``sigmoid_rows_float32``: rows of float32 sigmoids with a vectorized polynomial exp.
 * ``prefetch_range``: start loading an upcoming image's pixels into cache.
 * ``read_fp_control`` / ``write_fp_control``: flush denormals to zero inside the kernels (x86).
 
@@ -280,16 +280,17 @@ SIGMOID_LANES = 8  # float32 numbers per vector of the sigmoid (one AVX register
 
 
 @intrinsic
-def sigmoid_row_float32(typingctx, array, row, count):
-    """array[row, :count] = sigmoid(array[row, :count]) for a float32 2-D array, a vector at a time.
+def sigmoid_rows_float32(typingctx, array, first_row, rows):
+    """array[first_row:first_row+rows, :] = sigmoid(the same), for a C-contiguous float32 2-D array.
 
-    ``count`` must be a multiple of SIGMOID_LANES (the kernel pads its hidden and output rows for
+    The row width must be a multiple of SIGMOID_LANES (the kernel pads its hidden and output rows for
     this). The same stable form as functions.sigmoid, e = e^-|z|, sigma = (1 if z >= 0 else e) / (1 + e),
     with e^x computed by the polynomial above in vector registers: libm's expf is one call per number,
     and the 40 exponentials of each image were about 15% of an epoch.
     """
-    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2):
-        raise TypeError("sigmoid_row_float32 takes a 2-D float32 array")
+    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2
+            and array.layout == "C"):
+        raise TypeError("sigmoid_rows_float32 takes a C-contiguous 2-D float32 array")
 
     def codegen(context, builder, sig, args):
         f32, i32 = ir.FloatType(), ir.IntType(32)
@@ -298,14 +299,14 @@ def sigmoid_row_float32(typingctx, array, row, count):
         def const(value):
             return ir.Constant(vec, [float(value)] * SIGMOID_LANES)
 
-        row_ptr, _ = _row_pointer(context, builder, sig.args[0], args[0],
-                                  context.cast(builder, args[1], sig.args[1], types.intp), _i64(0))
-        count = context.cast(builder, args[2], sig.args[2], types.intp)
+        start, width = _row_pointer(context, builder, sig.args[0], args[0],
+                                    context.cast(builder, args[1], sig.args[1], types.intp), _i64(0))
+        count = builder.mul(context.cast(builder, args[2], sig.args[2], types.intp), width)
         unary = ir.FunctionType(vec, [vec])
         floor = cgutils.get_or_insert_function(builder.module, unary, f"llvm.floor.v{SIGMOID_LANES}f32")
         fabs = cgutils.get_or_insert_function(builder.module, unary, f"llvm.fabs.v{SIGMOID_LANES}f32")
         with cgutils.for_range(builder, builder.udiv(count, _i64(SIGMOID_LANES))) as block:
-            pointer = _vector_pointer(builder, row_ptr, builder.mul(block.index, _i64(SIGMOID_LANES)), vec)
+            pointer = _vector_pointer(builder, start, builder.mul(block.index, _i64(SIGMOID_LANES)), vec)
             z = builder.load(pointer, align=4)
             x = builder.fsub(const(0), builder.call(fabs, [z]))  # -|z| <= 0
             underflow = builder.fcmp_ordered("<", x, const(-87.3))  # e^x below float32's normal range
@@ -323,4 +324,4 @@ def sigmoid_row_float32(typingctx, array, row, count):
             builder.store(builder.fdiv(numerator, builder.fadd(const(1), e)), pointer, align=4)
         return context.get_dummy_value()
 
-    return types.void(array, row, count), codegen
+    return types.void(array, first_row, rows), codegen

@@ -67,9 +67,10 @@ def time_calls(call, repeats: int, warmup: int = 1) -> list[float]:
 
 
 def summary(seconds: list[float], scale: float = 1.0) -> dict:
-    """Median, min and max of per-epoch times, multiplied by ``scale`` (for timings on a subset)."""
+    """Median, min and max of per-epoch times, and the times themselves, multiplied by ``scale`` (for
+    timings on a subset)."""
     return {"seconds_per_epoch": statistics.median(seconds) * scale, "min": min(seconds) * scale,
-            "max": max(seconds) * scale}
+            "max": max(seconds) * scale, "epoch_seconds": [round(s * scale, 5) for s in seconds]}
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:

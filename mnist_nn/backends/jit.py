@@ -93,7 +93,7 @@ def _activate_hidden(a, rows, hidden, code):
     """a^1 = sigma(z^1) in rows 0 .. rows-1 of ``a``; the padded columns past ``hidden`` are left 0.
 
     A whole mini-batch at a time: the exp of one row is a chain of dependent operations, and rows of
-    different samples are independent work for the CPU to overlap (measured: ~10% of an epoch).
+    different samples are independent work for the CPU to overlap (measured with the next: ~8%).
     """
     if code == SIGMOID:
         _sigmoid_rows(a, 0, rows, hidden)
@@ -179,7 +179,7 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, tar
         m = min(batch_size, n - start)
         # The forward and backward passes go layer by layer over the whole mini-batch (the samples'
         # weights are the same until the update): each step is then m independent pieces of work that
-        # the CPU overlaps, where one sample at a time would wait on each step's latency (~10%).
+        # the CPU overlaps, where one sample at a time would wait on each step's latency (~8%).
         for s in range(m):
             t = start + s
             if t + PREFETCH_AHEAD < n:  # a coming image's pixels are a cache miss: load them now
@@ -393,7 +393,7 @@ class SparseImages(NamedTuple):
     with values ``table[codes[...]]``.
 
     Pixel values are stored as one-byte codes into a table of the distinct values when there are at
-    most 256 of them (MNIST's are the 256 multiples of 1/255): a third of the bytes per pixel to stream
+    most 256 of them (MNIST's are 255 multiples of 1/255): a third of the bytes per pixel to stream
     from memory each epoch (the images are visited in random order, so every image is a cache miss).
     Otherwise ``codes`` is simply 0, 1, 2, ... and ``table`` the values themselves. Exact either way.
     """

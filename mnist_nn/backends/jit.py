@@ -151,7 +151,7 @@ def _output_and_delta(z, delta, first, rows, labels, labels_start, cost_code, n_
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, targets, batch_size, first_batch,
-                      last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2, output_units):
+                      last_batch, eta, lmbda, act_code, cost_code, a1, d1, a2, d2, output_units, samples):
     """Mini-batches ``first_batch`` .. ``last_batch - 1`` of one epoch of a one-hidden-layer network.
 
     ``w1t`` (n_in, Hp) is w^1 transposed and ``w2p`` (n_out, Hp) is w^2, both with the hidden axis
@@ -160,7 +160,8 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, tar
     ``b1`` (H) and ``b2`` are the network's own arrays. Buffers: a1, d1 (batch_size, Hp) hold a^1 and
     delta^1 of each sample of the batch, a2, d2 (batch_size, n_out padded to whole float32 vectors) a^2
     and delta^2; ``output_units`` is 0..padded-1 repeated batch_size times, so that layer 2 can use the
-    same row helpers as layer 1 (d2_flat[p] is delta^2 of output ``output_units[p]``).
+    same row helpers as layer 1 (d2_flat[p] is delta^2 of output ``output_units[p]``), and ``samples`` is
+    0..batch_size-1, for the update of layer 2 (a1's rows are the samples).
     Sample t of the epoch is the image whose non-zeros are ``table[codes[starts[t]:ends[t]]]`` (at
     columns ``indices[...]``), with label ``targets[t]``: the caller lays these out in the epoch's
     shuffled order, so they are read front to back. No array views in the loops (each costs reference counting).
@@ -172,6 +173,7 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, tar
     out_padded = d2.shape[1]
     d2_flat = d2.reshape(-1)  # delta^2 of sample s is d2_flat[s*out_padded:s*out_padded+n_out], at output_units
     grad_b1, grad_b2 = np.empty(padded, dtype), np.empty(out_padded, dtype)
+    steps = np.empty(batch_size, dtype)
     caller_fp_control = read_fp_control()
     write_fp_control(caller_fp_control | FLUSH_DENORMALS)  # see simd.write_fp_control
     for k in range(first_batch, last_batch):
@@ -236,9 +238,13 @@ def _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, tar
             for q in range(w1t.shape[0]):
                 for j in range(padded):
                     w1t[q, j] *= decay
+        # Layer 2 a row at a time, w2p[o, :] += sum over s of (-eta/m delta^2_so) a^1_s: each row is
+        # read and written once per batch instead of once per sample.
+        for o in range(n_out):
+            for s in range(m):
+                steps[s] = -scale * d2[s, o]
+            add_sparse_rows(w2p, o, a1, samples, steps, 0, m, None)
         for s in range(m):
-            subtract_sparse_outer(w2p, a1, s, output_units, d2_flat, s * out_padded, s * out_padded + n_out, scale,
-                                  None)
             subtract_sparse_outer(w1t, d1, s, indices, codes, starts[start + s], ends[start + s], scale, table)
     write_fp_control(caller_fp_control)
 
@@ -498,6 +504,7 @@ def prepare(net, X, labels, batch_size):
         out_padded = -(-n_out // SIGMOID_LANES) * SIGMOID_LANES  # whole vectors for the output sigmoid
         a2, d2 = aligned_zeros((batch_size, out_padded), dtype), aligned_zeros((batch_size, out_padded), dtype)
         output_units = np.tile(np.arange(out_padded, dtype=np.uint16 if out_padded < 2**16 else np.int32), batch_size)
+        samples = np.arange(batch_size, dtype=np.uint16 if batch_size < 2**16 else np.int32)
         starts, ends, targets = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         laid_out = [None]  # the permutation the three arrays above follow
 
@@ -513,7 +520,7 @@ def prepare(net, X, labels, batch_size):
             w2p[:, :hidden] = w2
             _epoch_one_hidden(w1t, b1, w2p, b2, starts, ends, indices, codes, table, targets,
                               batch_size, first_batch, n_batches if last_batch is None else last_batch,
-                              float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2, output_units)
+                              float(eta), float(lmbda), act_code, cost_code, a1, d1, a2, d2, output_units, samples)
             w1[...] = w1t[:, :hidden].T
             w2[...] = w2p[:, :hidden]
 

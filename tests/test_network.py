@@ -152,10 +152,12 @@ def test_training_lowers_cost_and_raises_accuracy(backend, digits):
 def test_hook_can_stop_training_and_progress_is_reported(digits):
     X, labels = digits
     net = Network((784, 8, 10), seed=1)
-    batches = []
-    net.sgd(X, labels, 5, batch_size=10, on_epoch=lambda e, n: e < 2, on_batches=batches.append)
+    batches, events = [], []
+    net.sgd(X, labels, 5, batch_size=10, on_epoch=lambda e, n: events.append(e) or e < 2,
+            on_batches=batches.append, on_start=lambda: events.append("start"))
     assert net.epochs_trained == 2
     assert sum(batches) == 2 * 50  # every mini-batch of both epochs reported
+    assert events == ["start", 1, 2]  # told once, before the first epoch
 
 
 def test_same_seed_same_run(digits):
@@ -290,6 +292,18 @@ def test_sparse_rows_hold_the_images_exactly(dtype, digits):
         rebuilt[rows, indices] = table[codes]
         np.testing.assert_array_equal(rebuilt, images.astype(dtype))
         assert np.all(table[codes] != 0)  # only the non-zero pixels are stored
+
+
+def test_sparse_copy_is_made_once_when_two_threads_ask_at_once(digits):
+    """The training and the measuring thread of mnist_nn.train both ask for the training images' copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_nn.backends.jit import sparse_rows
+
+    X = digits[0].copy()  # a new array: no copy of it exists yet
+    with ThreadPoolExecutor(4) as pool:
+        copies = list(pool.map(lambda _: sparse_rows(X, np.float32), range(4)))
+    assert all(c is copies[0] for c in copies)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

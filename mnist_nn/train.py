@@ -212,7 +212,7 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
         say = bar.write  # lines above the bar, not through it
     start_weight = max(float(np.abs(w).max()) for w in net.weights)
     # Each epoch is measured and checkpointed on the other core while the next one trains: the jit
-    # kernels release the GIL, and the measuring (about 40% of an epoch's time) then costs nothing.
+    # kernels release the GIL, and the measuring (about two thirds of an epoch's time) then costs nothing.
     # It works on a snapshot of the network, so the next epoch may change the weights freely.
     # The measuring thread's first jobs: prepare the three data sets for it and import matplotlib
     # (about 0.4 s), while the training data are prepared and the first epochs run.
@@ -275,11 +275,6 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
             future.result()  # anything else is a bug: let it surface
         return None
 
-    # The measuring thread holds the GIL for its Python work (importing matplotlib takes ~0.4 s); the
-    # training thread needs it for a moment between kernel calls and would wait up to the 5 ms default
-    # switch interval each time (measured: epochs 4-9 took 0.08 s instead of 0.04 s).
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
     try:
         net.sgd(train_x, train_y, settings["epochs"], settings["batch_size"], settings["lr"], settings["l2"],
                 backend=settings["backend"], on_epoch=after_epoch, on_start=before_first_epoch,
@@ -292,8 +287,6 @@ def train(settings: dict, previous: list[dict], out: Path, data, quiet: bool = F
         print(f"\ninterrupted: the checkpoint after epoch {done} is in {out}; continue with "
               f"`python -m mnist_nn.train --resume {out} --epochs {max(total - done, 1)}`", file=sys.stderr)
         return 130
-    finally:
-        sys.setswitchinterval(switch_interval)
     problem = finish_measuring()
     if bar is not None:
         bar.close()

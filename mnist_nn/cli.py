@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import threading
 
 from mnist_nn.errors import MnistNNError, UsageError
 
@@ -106,8 +107,9 @@ def run_command(main, argv=None, prog: str | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):
             pass
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     prefix = f"{prog}: " if prog else ""
     try:
         return main(argv)
@@ -122,6 +124,9 @@ def run_command(main, argv=None, prog: str | None = None) -> int:
     except MnistNNError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def quiet_broken_pipe() -> int:

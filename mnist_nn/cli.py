@@ -90,6 +90,13 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def ignore_interrupts() -> None:
+    """From here on the process only winds up: further Ctrl-Cs and SIGTERMs are ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def interrupt_status(exc: BaseException) -> int:
     """130 for Ctrl-C, 143 for SIGTERM."""
     return getattr(exc, "exit_status", 130)
@@ -107,13 +114,16 @@ def run_command(main, argv=None, prog: str | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):
             pass
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        if previous[signal.SIGTERM] == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_terminated)
     prefix = f"{prog}: " if prog else ""
     try:
         return main(argv)
     except KeyboardInterrupt as exc:
+        ignore_interrupts()
         print("\ninterrupted", file=sys.stderr)
         return interrupt_status(exc)
     except BrokenPipeError:
@@ -125,8 +135,9 @@ def run_command(main, argv=None, prog: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        for signum, handler in previous.items():  # as they were: a library caller's process is its own
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def quiet_broken_pipe() -> int:
@@ -148,6 +159,7 @@ def fail(message: str, status: int = 1):
 def finish(status: int):
     """Exit with ``status``, skipping the interpreter's final garbage collection: it walks every object
     NumPy, Numba and matplotlib made (0.2-0.3 s here) only to free memory the OS takes back anyway."""
+    ignore_interrupts()  # the process is ending: a late Ctrl-C must not turn the exit into a kill
     gc.freeze()
     try:
         sys.stdout.flush()

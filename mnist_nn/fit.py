@@ -29,7 +29,8 @@ from mnist_nn.errors import CheckpointError, DivergedError, UsageError
 from mnist_nn.network import Network
 from mnist_nn.settings import Settings
 
-STUCK_EPOCHS = 3  # epochs in a row a digit is never predicted before the run warns
+STUCK_EPOCHS = 5  # epochs in a row a digit is never predicted before the run warns (fewer, and slow
+                  # starts on small data sets were flagged; the stuck mode on MNIST lasts the whole run)
 SNAPSHOTS_IN_FLIGHT = 2  # epochs waiting to be measured; bounds the memory the copies take
 
 
@@ -69,7 +70,8 @@ def fit(settings: Settings, data=None, *, out=None, on_epoch: Callable | None = 
         when None). out: a folder for the checkpoints (a path, refused if it holds anything, or a
         :class:`runfolder.RunFolder` already taken), or None to keep everything in memory.
     on_epoch(record, run): after each epoch is measured (from the measuring thread); ``record`` has
-        epoch, test/validation/train accuracy, train_cost, seconds, and ``warning`` when one was raised.
+        epoch, test/validation/train accuracy, train_cost, seconds, and ``warnings`` (messages) when
+        this epoch raised any (they are also in ``run.warnings`` and history.json).
     on_batches(k): k more mini-batches done (the epoch then runs in ~50 slices, for a progress bar).
     on_epoch_start(epoch, total): before each epoch trains.
     """
@@ -87,7 +89,7 @@ def resume(run_dir, epochs: int, data=None, *, changes: dict | None = None, on_e
     changes: settings to change (``backend``; any of ``Settings.FIXED`` that differs is refused).
     """
     path = runfolder.resolve(run_dir)
-    folder = runfolder.RunFolder(path, created=False, lock_fd=runfolder._lock(path))
+    folder = runfolder.RunFolder(path, created=False, lock_fd=runfolder.lock(path))
     try:
         saved = runfolder.load(path)
         runfolder.clean_stale_parts(path)
@@ -186,9 +188,8 @@ class _Measurer:
         record = {"epoch": epoch, "test_accuracy": test_accuracy, "validation_accuracy": val_accuracy,
                   "train_accuracy": float(np.mean(train_predicted == data.train.labels)),
                   "train_cost": float(cost), "seconds": round(seconds, 4)}
-        warning = self._stuck_warning(epoch, val_predicted if self.validation else train_predicted)
-        if warning:
-            run.warnings.append(warning)
+        warnings = self._stuck_warnings(epoch, val_predicted if self.validation else train_predicted)
+        run.warnings.extend(warnings)
         run.records.append(record)
         is_best = val_accuracy is not None and (self.best_score is None or val_accuracy > self.best_score)
         if is_best:
@@ -196,23 +197,24 @@ class _Measurer:
         if self.folder is not None:
             self._save(snapshot, is_best)
         if self.on_epoch is not None:
-            self.on_epoch({**record, "warning": warning["message"]} if warning else record, run)
+            self.on_epoch({**record, "warnings": [w["message"] for w in warnings]} if warnings else record, run)
 
-    def _stuck_warning(self, epoch: int, predicted) -> dict | None:
-        """A digit no image was predicted as, STUCK_EPOCHS epochs in a row: its output unit is stuck."""
+    def _stuck_warnings(self, epoch: int, predicted) -> list[dict]:
+        """Digits no image was predicted as, STUCK_EPOCHS epochs in a row: their output units are stuck."""
         n_classes = self.run.network.sizes[-1]
         counts = np.bincount(predicted, minlength=n_classes)
         for digit in range(n_classes):
             self.unpredicted[digit] = self.unpredicted.get(digit, 0) + 1 if counts[digit] == 0 else 0
+        found = []
         for digit, streak in sorted(self.unpredicted.items()):
             if streak >= STUCK_EPOCHS and digit not in self.warned:
                 self.warned.add(digit)
                 which = "validation" if self.validation else "training"
-                return {"epoch": epoch, "digit": digit, "message": (
+                found.append({"epoch": epoch, "digit": digit, "message": (
                     f"digit {digit} has not been predicted for a single {which} image for {streak} epochs: "
                     f"its output unit is stuck (saturated), which caps accuracy near 90%; try another --seed, "
-                    f"or --cost cross-entropy --init scaled")}
-        return None
+                    f"or --cost cross-entropy --init scaled")})
+        return found
 
     def _save(self, snapshot: Network, is_best: bool) -> None:
         run = self.run

@@ -57,16 +57,19 @@ class RunFolder:
         return True
 
 
-def _lock(folder: Path) -> int:
+def lock(folder: Path, flag: str = "--resume") -> int:
+    """Hold ``folder``'s lock (until the returned descriptor is closed, or the process ends)."""
+    error = UsageError if flag == "--out" else RunFolderError
     try:
         fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise RunFolderError(f"{folder}: cannot write there ({exc.strerror}); choose another folder") from None
+        raise error(f"{flag} {folder}: cannot write there ({exc.strerror}); choose another folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise RunFolderError(f"{folder}: another training is running in this folder; wait for it or stop it") from None
+        fix = "choose another --out" if flag == "--out" else "wait for it or stop it"
+        raise error(f"{flag} {folder}: another training is running in this folder; {fix}") from None
     return fd
 
 
@@ -89,7 +92,7 @@ def create(out: str | os.PathLike | None = None) -> RunFolder:
             raise UsageError(
                 f"--out {path}: holds " + ("a run already; continue it with --resume " + str(path) if held
                                           else "other files") + ", or choose another --out")
-        folder = RunFolder(path, created, _lock(path))
+        folder = RunFolder(path, created, lock(path, "--out"))
         if not created and any(p.name != ".lock" for p in path.iterdir()):  # someone was quicker
             folder.release()
             raise UsageError(f"--out {path}: another run started there at the same time; choose another --out")
@@ -104,7 +107,7 @@ def create(out: str | os.PathLike | None = None) -> RunFolder:
         except OSError as exc:
             raise RunFolderError(f"{DEFAULT_PARENT}: cannot write there ({exc.strerror}); "
                                  f"choose another folder with --out") from None
-        return RunFolder(path, True, _lock(path))
+        return RunFolder(path, True, lock(path, "--out"))
     raise RunFolderError(f"{DEFAULT_PARENT}: 1000 runs started this second; choose a folder with --out")
 
 

@@ -112,8 +112,8 @@ class Reporter:
         return self.bar.update
 
     def epoch_done(self, record: dict, run) -> None:
-        if record.get("warning"):
-            self.say(f"warning: {record['warning']}", err=True)
+        for warning in record.get("warnings", ()):
+            self.say(f"warning: {warning}", err=True)
         if self.quiet:
             return
         total = run.settings.epochs
@@ -268,6 +268,7 @@ def _main(argv=None) -> int:
             print(line)
         return 0
     except KeyboardInterrupt as exc:
+        cli.ignore_interrupts()  # a second Ctrl-C while this says goodbye changes nothing
         report.close()
         status = cli.interrupt_status(exc)
         print(f"\n{interrupted_message(getattr(exc, 'run', run), status)}", file=sys.stderr)

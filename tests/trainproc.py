@@ -33,8 +33,8 @@ class Processes:
     def __init__(self):
         self.started: list[subprocess.Popen] = []
 
-    def start(self, *args, module="mnist_nn.train") -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+    def start(self, *args, module="mnist_nn.train", cwd=None) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, cwd=cwd,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                 preexec_fn=default_signals)
         self.started.append(proc)

@@ -40,6 +40,10 @@ class ImageError(MnistNNError, ValueError):
     """An image cannot be read or holds no digit."""
 
 
+class OutputError(MnistNNError):
+    """A result the user asked for (plots, pictures) cannot be written: not a folder, not writable, disk full."""
+
+
 class RunFolderError(MnistNNError):
     """A run folder (model.npz + history.json) is missing, incomplete, tampered with, or taken."""
 

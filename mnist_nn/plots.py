@@ -15,6 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mnist_nn.fileio import atomic_write  # noqa: E402
 
+MAX_HIDDEN_PICTURES = 100  # hidden units drawn by hidden_weights: 10 rows of 10 stay readable on a screen
+
 
 def save_figure(fig, path) -> Path:
     """Write ``fig`` to ``path`` (PNG) atomically and close it."""
@@ -82,21 +84,24 @@ def digit_grid(images, titles, path, columns: int = 8, suptitle: str | None = No
     return save_figure(fig, path)
 
 
-def hidden_weights(weights, path) -> Path:
-    """The first layer's weights into each hidden unit, as a 28x28 picture (blue negative, red positive)."""
+def hidden_weights(weights, path, limit: int = MAX_HIDDEN_PICTURES) -> Path:
+    """The first layer's weights into each hidden unit, as a 28x28 picture (blue negative, red positive):
+    the first ``limit`` units at most (more would be too small to read, and slow to draw)."""
     import math
 
     import numpy as np
 
-    weights = np.asarray(weights, dtype=float)
+    total = len(weights)
+    weights = np.asarray(weights[:limit], dtype=float)
     columns = min(10, len(weights))
     rows = math.ceil(len(weights) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for unit, (ax, w) in enumerate(zip(axes.flat, weights)):
-        limit = np.abs(w).max() or 1.0
-        ax.imshow(w.reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        extent = np.abs(w).max() or 1.0
+        ax.imshow(w.reshape(28, 28), cmap="RdBu_r", vmin=-extent, vmax=extent)
         ax.set_title(str(unit), fontsize=7)
-    fig.suptitle("Weights into each hidden unit (red positive, blue negative)")
+    shown = "each hidden unit" if total <= limit else f"the first {limit} of {total} hidden units"
+    fig.suptitle(f"Weights into {shown} (red positive, blue negative)")
     return save_figure(fig, path)

@@ -56,8 +56,12 @@ def test_evaluate_matches_a_direct_computation(tiny_run, tiny_cache, tmp_path, c
         assert row["recall"] == pytest.approx(np.sum(true_d & pred_d) / true_d.sum())
     for mistake in result["most_confident_mistakes"]:
         assert mistake["true"] == data.test.labels[mistake["index"]] != mistake["predicted"]
-    probabilities = [m["probability"] for m in result["most_confident_mistakes"]]
-    assert probabilities == sorted(probabilities, reverse=True)
+    # A quadratic model's scores are its sigmoid outputs, labelled so, not probabilities.
+    assert result["score"] == "output" and "not probabilities" in result["score_meaning"]
+    outputs = [m["output"] for m in result["most_confident_mistakes"]]
+    assert outputs == sorted(outputs, reverse=True)
+    direct = net.feedforward(data.test.images)
+    assert outputs == [pytest.approx(float(direct[m["index"], m["predicted"]])) for m in result["most_confident_mistakes"]]
     for name in ("confusion_matrix.png", "misclassified.png", "hidden_weights.png"):
         assert_real_png(tmp_path / "plots" / name)
 
@@ -105,9 +109,11 @@ def test_predict_inverted_off_centre_and_bad_files(tiny_run, tiny, tmp_path, cap
     results = [json.loads(line) for line in captured.out.splitlines()]
     assert [Path(r["file"]).name for r in results] == ["light.png", "dark.png"]
     assert results[0]["prediction"] == results[1]["prediction"]
-    assert abs(sum(t["probability"] for t in results[0]["top"]) - 1) < 1 and len(results[0]["top"]) == 3
+    assert results[0]["score"] == "output" and len(results[0]["top"]) == 3
+    outputs = Network.load(tiny_run / "model.npz").feedforward(a.reshape(1, -1))[0]
+    assert [t["output"] for t in results[0]["top"]] == [pytest.approx(float(outputs[t["digit"]])) for t in results[0]["top"]]
     errors = captured.err.splitlines()
-    assert len(errors) == 3 and "no ink" in errors[0] and "not a readable image" in errors[1]
+    assert len(errors) == 3 and "no ink" in errors[0] and "not an image this tool reads" in errors[1]
     assert "no such file" in errors[2]
     seen = np.asarray(Image.open(tmp_path / "seen" / "light.28x28.png"))
     assert seen.shape == (28, 28) and seen.max() > 200

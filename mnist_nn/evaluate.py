@@ -53,7 +53,7 @@ def load_model(path) -> Network:
 def scores_of(net: Network) -> tuple[str, str]:
     """(the key the scores go under, a sentence saying what they are) for ``net``'s output layer."""
     if net.cost_function.name == "cross-entropy":
-        return "probability", "softmax probabilities of the output layer (they sum to 1)"
+        return "probability", "softmax probabilities of the output layer, which sum to 1"
     return "output", ("sigmoid outputs of this quadratic-cost model, each in 0..1: not probabilities, "
                       "and they need not sum to 1")
 

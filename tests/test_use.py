@@ -137,7 +137,8 @@ def test_predict_real_digits_rendered_as_images(real_data_dir, tmp_path):
 
     The MNIST digits were themselves made by this pipeline, so the 28x28 image it rebuilds differs from
     the original only by resampling (upscaling, JPEG, downscaling blur the strokes a little). Measured:
-    about 96-97% of predictions agree; the bound 90% leaves room for other models and seeds.
+    98.5% of predictions agree (this network, AMD EPYC; the same before and after mnist_nn.images); the
+    bound 90% leaves room for other models and seeds.
     """
     data = load_mnist(real_data_dir, download=False)
     net = Network((784, 30, 10), cost="cross-entropy", init="scaled", seed=0, dtype=np.float32)

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_backends.py [--threads 1] [--epochs 5] [--json PATH] [--plot PATH] [--quick]
 
-The job: 50,000 MNIST images, 784-30-10 sigmoid network, quadratic cost, mini-batches of 10, eta 3.0,
+The job: 50,000 MNIST images, 784-30-10 sigmoid network, quadratic cost, mini-batches of 10, lr 3.0,
 one shuffle per epoch, the same initial weights everywhere. Timed: mnist_nn's loop (float64, on a
 subset of the epoch, scaled up), vectorized and jit backends in float64 and float32, and, when they are
 importable (they are never dependencies), PyTorch on the CPU written the usual way (autograd +
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (must come before NumPy: it sets the thread counts)
 
-ETA, BATCH = 3.0, 10
+LR, BATCH = 3.0, 10
 
 
 def parse_args(argv=None):
@@ -64,7 +64,7 @@ def mnist_nn_epoch(backend, dtype, X, labels):
     net = Network((784, 30, 10), seed=0, dtype=dtype)
     run = get_backend(backend).prepare(net, X, labels, BATCH)
     rng = np.random.default_rng(1)
-    return lambda: run(rng.permutation(len(labels)), ETA, 0.0)
+    return lambda: run(rng.permutation(len(labels)), LR, 0.0)
 
 
 def torch_epochs(X, labels, initial, threads):
@@ -84,7 +84,7 @@ def torch_epochs(X, labels, initial, threads):
     with torch.no_grad():
         for parameter, value in zip(model.parameters(), start):
             parameter.copy_(value)
-    optimizer = torch.optim.SGD(model.parameters(), lr=ETA)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
 
     def autograd_epoch():
         order = torch.randperm(n)
@@ -107,7 +107,7 @@ def torch_epochs(X, labels, initial, threads):
                 a2 = torch.sigmoid(torch.addmm(b2, a1, w2.T))
                 d2 = (a2 - y) * a2 * (1 - a2)  # BP1
                 d1 = (d2 @ w2) * a1 * (1 - a1)  # BP2
-                step = ETA / len(batch)
+                step = LR / len(batch)
                 w2.addmm_(d2.T, a1, alpha=-step)  # BP4 and the update
                 b2.sub_(d2.sum(0), alpha=step)  # BP3
                 w1.addmm_(d1.T, x, alpha=-step)
@@ -134,7 +134,7 @@ def jax_epoch(X, labels, initial):
     def step(p, batch):
         x, y = batch
         grads = jax.grad(cost)(p, x, y)
-        return tuple(value - ETA * g for value, g in zip(p, grads)), None
+        return tuple(value - LR * g for value, g in zip(p, grads)), None
 
     @jax.jit
     def train_epoch(p, x, y, order):
@@ -196,8 +196,8 @@ def main(argv=None) -> int:
     X, labels = data.train.images[:50_000], data.train.labels[:50_000]
     full = len(labels)
     n = min(args.samples, full)
-    initial = Network((784, 30, 10), seed=0)
-    print(common.header("Seconds per training epoch (50,000 images, 784-30-10, batch 10, eta 3.0)", args.threads))
+    initial = Network((784, 30, 10), seed=0, dtype=np.float64)  # the starting weights every implementation gets
+    print(common.header("Seconds per training epoch (50,000 images, 784-30-10, batch 10, lr 3.0)", args.threads))
 
     candidates = [
         ("mnist_nn loop", "float64", lambda: mnist_nn_epoch("loop", np.float64, X[:args.loop_samples],

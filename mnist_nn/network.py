@@ -42,11 +42,12 @@ class Network:
     cost: ``"quadratic"`` (sigmoid outputs) or ``"cross-entropy"`` (softmax outputs).
     init: ``"normal"``, weights and biases N(0, 1); ``"scaled"``, weights N(0, 1/n_in), biases N(0, 1).
     seed: seeds the one random generator that drives initialisation and every epoch's shuffle.
-    dtype: float64 or float32, for the parameters and the arithmetic of every backend.
+    dtype: float32 (the default, as on the command line: the fast one) or float64, for the parameters
+        and the arithmetic of every backend.
     """
 
     def __init__(self, sizes=(784, 30, 10), activation="sigmoid", cost="quadratic", init="normal", seed=None,
-                 dtype=np.float64):
+                 dtype=np.float32):
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes must be at least two positive layer sizes, got {sizes}")
@@ -118,44 +119,46 @@ class Network:
         """Fraction of rows whose predicted label equals ``labels``."""
         return float(np.mean(self.predict(X) == np.asarray(labels)))
 
-    def cost(self, X, Y, lmbda: float = 0.0) -> float:
-        """Mean cost over the rows of X (Y one-hot, or labels), plus the L2 term lmbda/2n sum w^2."""
+    def cost(self, X, Y, l2: float = 0.0) -> float:
+        """Mean cost over the rows of X (Y one-hot, or labels), plus the L2 term l2/2n sum w^2."""
         X = self._as_input(X)
         Y = np.asarray(Y)
         if Y.ndim == 1:
             Y = one_hot(Y, self.sizes[-1], self.dtype)
-        return float(np.mean(self.cost_function.fn(self.output_z(X), Y))) + self.l2_term(lmbda, len(X))
+        return float(np.mean(self.cost_function.fn(self.output_z(X), Y))) + self.l2_term(l2, len(X))
 
-    def evaluator(self, X, labels) -> Callable[..., tuple[float, np.ndarray]]:
-        """For a fixed data set, a function ``evaluate(lmbda=0.0, net=None) -> (mean cost, predicted
+    def evaluator(self, X, labels, sparse=None) -> Callable[..., tuple[float, np.ndarray]]:
+        """For a fixed data set, a function ``evaluate(l2=0.0, net=None) -> (mean cost, predicted
         labels)`` with the weights the network (or ``net``, a copy of it) has at the time of the call:
-        cheap to call after every epoch.
+        cheap to call after every epoch. X and labels must not change while it is in use.
 
-        A one-hidden-layer network is evaluated by the jit backend's kernel on a sparse copy of X made
-        once here (a fraction of the dense NumPy time); deeper ones by :meth:`cost` and :meth:`predict`.
+        A one-hidden-layer network is evaluated by the jit backend's kernel on a sparse copy of X (a
+        fraction of the dense NumPy time): ``sparse``, the ``mnist_nn.backends.jit.sparse_rows(X,
+        self.dtype)`` the caller already made for training on the same X, or one made here. Deeper
+        networks use :meth:`cost` and :meth:`predict`, and ignore ``sparse``.
         """
         X = self._as_input(X)
         labels = np.asarray(labels)
         if len(self.weights) == 2:
             from mnist_nn.backends import jit
 
-            summed = jit.prepare_evaluation(self, X, labels)
+            summed = jit.prepare_evaluation(self, X, labels, sparse)
 
-            def evaluate(lmbda: float = 0.0, net: "Network | None" = None):
+            def evaluate(l2: float = 0.0, net: "Network | None" = None):
                 net = net or self
                 total, predicted = summed(net)
-                return total / len(X) + net.l2_term(lmbda, len(X)), predicted
+                return total / len(X) + net.l2_term(l2, len(X)), predicted
         else:
-            def evaluate(lmbda: float = 0.0, net: "Network | None" = None):
+            def evaluate(l2: float = 0.0, net: "Network | None" = None):
                 net = net or self
-                return net.cost(X, labels, lmbda), net.predict(X)
+                return net.cost(X, labels, l2), net.predict(X)
         return evaluate
 
-    def l2_term(self, lmbda: float, n: int) -> float:
-        """The weight decay part of the cost, lmbda/2n sum w^2."""
-        if not lmbda:
+    def l2_term(self, l2: float, n: int) -> float:
+        """The weight decay part of the cost, l2/2n sum w^2."""
+        if not l2:
             return 0.0
-        return 0.5 * lmbda / n * sum(float(np.sum(w.astype(np.float64) ** 2)) for w in self.weights)
+        return 0.5 * l2 / n * sum(float(np.sum(w.astype(np.float64) ** 2)) for w in self.weights)
 
     def gradients(self, X, Y):
         """Gradient of the mean cost over the rows of X (Y one-hot) by backpropagation.
@@ -170,27 +173,32 @@ class Network:
 
     # ------------------------------------------------------------------ training
 
-    def sgd(self, X, labels, epochs: int, batch_size: int = 10, eta: float = 3.0, lmbda: float = 0.0,
+    def sgd(self, X, labels, epochs: int, batch_size: int = 10, lr: float = 3.0, l2: float = 0.0,
             backend: str = "jit", on_epoch: Callable | None = None, on_batches: Callable | None = None,
-            on_start: Callable | None = None) -> None:
+            on_start: Callable | None = None, *, sparse=None, **old_names) -> None:
         """Train by mini-batch SGD for ``epochs`` epochs on images ``X`` (N, n_in) and integer ``labels``.
 
         Every epoch shuffles with ``self.rng`` and visits the mini-batches of ``batch_size`` in that
-        order; ``lmbda`` is the L2 weight decay (w <- (1 - eta*lmbda/n) w - eta*grad).
+        order, with learning rate ``lr`` and L2 weight decay ``l2`` (w <- (1 - lr*l2/n) w - lr*grad);
+        ``eta=`` and ``lmbda=``, the names of the lecture notes, are accepted for them.
         ``on_epoch(epoch, net)`` is called after every epoch (epoch counts from 1 over the network's
         life); if it returns False, training stops. ``on_batches(k)`` is told that k more mini-batches
         are done: when given, the epoch runs in a few dozen slices so a progress bar can move.
         ``on_start()`` is called once the backend has prepared the data, just before the first epoch.
+        ``sparse``: for the jit backend, ``mnist_nn.backends.jit.sparse_rows(X, self.dtype)`` made
+        once by the caller, who can hand the same copy to :meth:`evaluator`; without it the jit
+        backend makes its own from X as it is now (the other backends read X and ignore it).
         """
+        lr, l2 = self._old_names(lr, l2, old_names)
         X = self._as_input(X)
         labels = np.asarray(labels)
         if labels.shape != (len(X),):
             raise ValueError(f"expected {len(X)} labels, got shape {labels.shape}")
         if not 1 <= batch_size <= len(X):
             raise ValueError(f"batch_size must be between 1 and the number of samples ({len(X)}), got {batch_size}")
-        if eta <= 0 or lmbda < 0:
-            raise ValueError(f"need eta > 0 and lmbda >= 0, got eta={eta}, lmbda={lmbda}")
-        run = get_backend(backend).prepare(self, X, labels, batch_size)
+        if not lr > 0 or not l2 >= 0:
+            raise ValueError(f"need lr > 0 and l2 >= 0, got lr={lr}, l2={l2}")
+        run = get_backend(backend).prepare(self, X, labels, batch_size, sparse=sparse)
         n_batches = -(-len(X) // batch_size)
         slices = 1 if on_batches is None else min(n_batches, 50)
         bounds = np.linspace(0, n_batches, slices + 1).astype(int)
@@ -199,12 +207,20 @@ class Network:
         for _ in range(epochs):
             perm = self.rng.permutation(len(X))
             for first, last in zip(bounds[:-1], bounds[1:]):
-                run(perm, eta, lmbda, int(first), int(last))
+                run(perm, lr, l2, int(first), int(last))
                 if on_batches is not None:
                     on_batches(int(last - first))
             self.epochs_trained += 1
             if on_epoch is not None and on_epoch(self.epochs_trained, self) is False:
                 break
+
+    @staticmethod
+    def _old_names(lr, l2, old_names):
+        """``eta`` and ``lmbda``, the old names of ``lr`` and ``l2``."""
+        unknown = set(old_names) - {"eta", "lmbda"}
+        if unknown:
+            raise TypeError(f"sgd() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        return old_names.get("eta", lr), old_names.get("lmbda", l2)
 
     # ------------------------------------------------------------------ files
 

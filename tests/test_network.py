@@ -1,5 +1,5 @@
 """The network: backpropagation against finite differences and a worked example, the three backends
-against each other, numerical stability, and model files."""
+against each other, numerical stability, and model files (the jit backend's own parts: test_jit.py)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def numerical_gradients(net, X, Y, eps=1e-6):
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_gradients_match_finite_differences(sizes, cost, activation):
     rng = np.random.default_rng(7)
-    net = Network(sizes, activation, cost, init="scaled", seed=11)
+    net = Network(sizes, activation, cost, init="scaled", seed=11, dtype=np.float64)  # finite differences
     X = rng.standard_normal((5, sizes[0]))
     Y = one_hot(rng.integers(0, sizes[-1], 5), sizes[-1])
     grad_w, grad_b = net.gradients(X, Y)
@@ -58,7 +58,7 @@ def test_gradients_match_finite_differences(sizes, cost, activation):
 
 def test_worked_example_from_the_lecture_notes():
     """2-2-1, tanh hidden, sigmoid output, quadratic cost, zero biases, x = (1.1, 0.4), y = 1."""
-    net = Network((2, 2, 1), activation="tanh", cost="quadratic")
+    net = Network((2, 2, 1), activation="tanh", cost="quadratic", dtype=np.float64)
     net.weights = [np.array([[0.3, -0.4], [-0.3, 0.6]]), np.array([[0.9, 0.3]])]
     net.biases = [np.zeros(2), np.zeros(1)]
     x, y = np.array([[1.1, 0.4]]), np.array([[1.0]])
@@ -97,7 +97,7 @@ def digits():
 def train_copy(sizes, backend, digits, dtype=np.float64, epochs=1, **kw):
     X, labels = digits
     net = Network(sizes, kw.pop("activation", "sigmoid"), kw.pop("cost", "quadratic"), seed=5, dtype=dtype)
-    net.sgd(X, labels, epochs, backend=backend, **{"batch_size": 10, "eta": 3.0, **kw})
+    net.sgd(X, labels, epochs, backend=backend, **{"batch_size": 10, "lr": 3.0, **kw})
     return net
 
 
@@ -107,13 +107,13 @@ def assert_same_parameters(a, b, rtol, atol):
 
 
 @pytest.mark.parametrize("sizes", [(784, 30, 10), (784, 16, 12, 10)])
-@pytest.mark.parametrize("activation,cost,lmbda", [("sigmoid", "quadratic", 0.0), ("tanh", "cross-entropy", 2.0),
+@pytest.mark.parametrize("activation,cost,l2", [("sigmoid", "quadratic", 0.0), ("tanh", "cross-entropy", 2.0),
                                                    ("relu", "cross-entropy", 0.0)])
-def test_backends_agree_in_float64(sizes, activation, cost, lmbda, digits):
-    eta = 3.0 if activation == "sigmoid" else 0.1
-    runs = {b: train_copy(sizes, b, digits, activation=activation, cost=cost, lmbda=lmbda, eta=eta, batch_size=7)
+def test_backends_agree_in_float64(sizes, activation, cost, l2, digits):
+    lr = 3.0 if activation == "sigmoid" else 0.1
+    runs = {b: train_copy(sizes, b, digits, activation=activation, cost=cost, l2=l2, lr=lr, batch_size=7)
             for b in ("loop", "vectorized", "jit")}
-    start = Network(sizes, activation, cost, seed=5)
+    start = Network(sizes, activation, cost, seed=5, dtype=np.float64)
     moved = max(np.abs(w - w0).max() for w, w0 in zip(runs["loop"].weights, start.weights))
     assert moved > 1e-3  # the epoch really trained
     assert_same_parameters(runs["vectorized"], runs["loop"], rtol=1e-9, atol=1e-12)
@@ -143,7 +143,7 @@ def test_training_lowers_cost_and_raises_accuracy(backend, digits):
     net = Network((784, 30, 10), seed=1)
     before_cost, before_acc = net.cost(X, labels), net.accuracy(X, labels)
     seen = []
-    net.sgd(X, labels, 3, batch_size=10, eta=3.0, backend=backend, on_epoch=lambda e, n: seen.append(e))
+    net.sgd(X, labels, 3, batch_size=10, lr=3.0, backend=backend, on_epoch=lambda e, n: seen.append(e))
     assert seen == [1, 2, 3] and net.epochs_trained == 3
     assert net.cost(X, labels) < 0.5 * before_cost
     assert net.accuracy(X, labels) > max(0.85, before_acc + 0.5)
@@ -251,87 +251,3 @@ def test_broken_model_files(tmp_path):
         with pytest.raises(ModelFileError, match=message) as info:
             Network.load(path)
         assert str(path) in str(info.value), name
-
-
-# --------------------------------------------------------------------------- jit building blocks
-
-def test_float32_sigmoid_intrinsic_is_accurate():
-    from numba import njit
-
-    from mnist_nn.backends.simd import sigmoid_rows_float32
-
-    @njit
-    def apply(a, first, rows):
-        sigmoid_rows_float32(a, first, rows)
-
-    z = np.linspace(-100, 100, 80_000, dtype=np.float32).reshape(-1, 32)
-    out = z.copy()
-    apply(out, 1, len(z) - 2)
-    np.testing.assert_array_equal(out[[0, -1]], z[[0, -1]])  # only the rows asked for
-    apply(out, 0, 1)
-    apply(out, len(z) - 1, 1)
-    exact = sigmoid(z.astype(np.float64))
-    assert np.abs(out - exact).max() < 1e-7  # about one float32 ulp at 0.5
-    representable = exact > 1e-37
-    assert (np.abs(out - exact) / exact)[representable].max() < 4 * 2.0 ** -24  # a few ulp everywhere else
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sparse_rows_hold_the_images_exactly(dtype, digits):
-    from mnist_nn.backends.jit import sparse_rows
-
-    X, _ = digits
-    blurred = X * np.random.default_rng(0).uniform(0.5, 1.0, X.shape).astype(np.float32)
-    for images, coded in ((X, True), (blurred, False)):
-        indptr, indices, codes, table = sparse_rows(images, dtype)
-        assert (codes.dtype == np.uint8) == coded and table.dtype == dtype
-        if coded:
-            assert len(table) == len(np.unique(images[images != 0]))  # MNIST-like: one code per grey level
-        rebuilt = np.zeros(images.shape, dtype)
-        rows = np.repeat(np.arange(len(images)), np.diff(indptr))
-        rebuilt[rows, indices] = table[codes]
-        np.testing.assert_array_equal(rebuilt, images.astype(dtype))
-        assert np.all(table[codes] != 0)  # only the non-zero pixels are stored
-
-
-def test_sparse_copy_is_made_once_when_two_threads_ask_at_once(digits):
-    """The training and the measuring thread of mnist_nn.train both ask for the training images' copy."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mnist_nn.backends.jit import sparse_rows
-
-    X = digits[0].copy()  # a new array: no copy of it exists yet
-    with ThreadPoolExecutor(4) as pool:
-        copies = list(pool.map(lambda _: sparse_rows(X, np.float32), range(4)))
-    assert all(c is copies[0] for c in copies)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cost", ["quadratic", "cross-entropy"])
-def test_evaluator_matches_cost_and_predict(dtype, cost, digits):
-    X, labels = digits
-    for sizes in ((784, 30, 10), (784, 12, 11, 10)):
-        net = train_copy(sizes, "jit", digits, dtype=dtype, cost=cost, eta=0.5)
-        value, predicted = net.evaluator(X, labels)(lmbda=2.0)
-        assert value == pytest.approx(net.cost(X, labels, lmbda=2.0), rel=1e-5 if dtype == np.float32 else 1e-12)
-        np.testing.assert_array_equal(predicted, net.predict(X))
-
-
-def test_compiled_kernels_are_cached_on_disk(tmp_path):
-    """A second process loads the jit kernels from Numba's on-disk cache instead of compiling them."""
-    import subprocess
-    import sys
-
-    probe = ("import numpy as np; from mnist_nn import Network; from mnist_nn.backends import jit; "
-             "X = (np.random.default_rng(0).random((40, 784)) < 0.2).astype(np.float32); y = np.arange(40) % 10; "
-             "net = Network(dtype=np.float32); net.sgd(X, y, 1); net.evaluator(X, y)(); "
-             "stats = jit._epoch_one_hidden.stats; print(sum(stats.cache_hits.values()), "
-             "sum(stats.cache_misses.values()))")
-    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
-            for _ in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
-    (hits1, misses1), (hits2, misses2) = (tuple(map(int, r.stdout.split())) for r in runs)
-    assert (hits1, misses1) == (0, 1)  # compiled in the first process...
-    assert (hits2, misses2) == (1, 0)  # ...and loaded from the cache in the second
-    assert list(tmp_path.rglob("*_epoch_one_hidden*.nbi"))

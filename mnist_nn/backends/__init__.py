@@ -2,16 +2,20 @@
 
 Every backend module has one entry point::
 
-    run = prepare(net, X, labels, batch_size)   # once per data set: conversions, buffers
-    run(perm, eta, lmbda, first_batch, last_batch)
+    run = prepare(net, X, labels, batch_size, sparse=None)   # once per data set: conversions, buffers
+    run(perm, lr, l2, first_batch, last_batch)
 
 ``run`` trains ``net`` in place on mini-batches ``first_batch`` to ``last_batch - 1`` of the
 permutation ``perm`` (mini-batch k is ``perm[k*batch_size:(k+1)*batch_size]``, the last one may be
-shorter), with the update of network2.py for each mini-batch of m samples out of n::
+shorter), with the update of network2.py for each mini-batch of m samples out of n (learning rate
+``lr``, L2 weight decay ``l2``; eta and lambda in the lecture notes)::
 
-    w <- (1 - eta*lmbda/n) w - (eta/m) sum_x dC_x/dw        b <- b - (eta/m) sum_x dC_x/db
+    w <- (1 - lr*l2/n) w - (lr/m) sum_x dC_x/dw        b <- b - (lr/m) sum_x dC_x/db
 
-All three do the same arithmetic on the same mini-batch order, so they agree to rounding.
+All three do the same arithmetic on the same mini-batch order, so they agree to rounding. ``sparse``
+is the jit backend's copy of X (``jit.sparse_rows``), made by the caller once to share it between
+training and evaluation; the loop and vectorized backends read X itself and ignore it. No backend
+keeps anything between ``prepare`` calls: a data set changed in place is read afresh by the next one.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ def one_hot(labels: np.ndarray, n_classes: int, dtype) -> np.ndarray:
     return np.eye(n_classes, dtype=dtype)[labels]
 
 
-def apply_update(weights, biases, nabla_w, nabla_b, eta: float, lmbda: float, m: int, n: int) -> None:
+def apply_update(weights, biases, nabla_w, nabla_b, lr: float, l2: float, m: int, n: int) -> None:
     """One SGD step with L2 weight decay (weights only), from gradients summed over m samples."""
-    decay = 1 - eta * lmbda / n
+    decay = 1 - lr * l2 / n
     for w, b, nw, nb in zip(weights, biases, nabla_w, nabla_b):
-        if lmbda:
+        if l2:
             w *= decay
-        w -= (eta / m) * nw
-        b -= (eta / m) * nb
+        w -= (lr / m) * nw
+        b -= (lr / m) * nb

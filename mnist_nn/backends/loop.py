@@ -32,12 +32,13 @@ def backprop(weights, biases, x, y, activation, cost):
     return nabla_w, nabla_b
 
 
-def prepare(net, X, labels, batch_size):
+def prepare(net, X, labels, batch_size, sparse=None):
+    """Once per data set; ``sparse`` (the jit backend's copy of X) is not needed here."""
     X = np.ascontiguousarray(X, dtype=net.dtype)
     Y = one_hot(labels, net.sizes[-1], net.dtype)
     n = len(X)
 
-    def run(perm, eta, lmbda, first_batch=0, last_batch=None):
+    def run(perm, lr, l2, first_batch=0, last_batch=None):
         last_batch = -(-n // batch_size) if last_batch is None else last_batch
         for k in range(first_batch, last_batch):
             batch = perm[k * batch_size:(k + 1) * batch_size]
@@ -50,6 +51,6 @@ def prepare(net, X, labels, batch_size):
                     nw += dnw
                 for nb, dnb in zip(nabla_b, delta_nabla_b):
                     nb += dnb
-            apply_update(net.weights, net.biases, nabla_w, nabla_b, eta, lmbda, len(batch), n)
+            apply_update(net.weights, net.biases, nabla_w, nabla_b, lr, l2, len(batch), n)
 
     return run

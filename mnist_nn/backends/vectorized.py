@@ -44,17 +44,18 @@ def backprop(weights, biases, X, Y, activation, cost):
     return nabla_w, nabla_b
 
 
-def prepare(net, X, labels, batch_size):
+def prepare(net, X, labels, batch_size, sparse=None):
+    """Once per data set; ``sparse`` (the jit backend's copy of X) is not needed here."""
     X = np.ascontiguousarray(X, dtype=net.dtype)
     Y = one_hot(labels, net.sizes[-1], net.dtype)
     n = len(X)
 
-    def run(perm, eta, lmbda, first_batch=0, last_batch=None):
+    def run(perm, lr, l2, first_batch=0, last_batch=None):
         last_batch = -(-n // batch_size) if last_batch is None else last_batch
         for k in range(first_batch, last_batch):
             batch = perm[k * batch_size:(k + 1) * batch_size]
             nabla_w, nabla_b = backprop(net.weights, net.biases, X[batch], Y[batch],
                                         net.activation, net.cost_function)
-            apply_update(net.weights, net.biases, nabla_w, nabla_b, eta, lmbda, len(batch), n)
+            apply_update(net.weights, net.biases, nabla_w, nabla_b, lr, l2, len(batch), n)
 
     return run

@@ -1,0 +1,111 @@
+"""The jit backend: Numba kernels that run a whole epoch (or a range of its mini-batches) per call.
+
+Where things are:
+
+* ``sparse.py``: the images as CSR rows with one-byte value codes (``sparse_rows``), made once per data set.
+* ``layout.py``: the NamedTuples the kernels take (weights in the kernel's layout, the sparse epoch,
+  the buffers) and their allocation.
+* ``steps.py``: BP1-BP4 as small functions named for what they compute, inlined into the kernels.
+* ``epoch.py``: the training kernels, the fast one-hidden-layer one and the general dense one.
+* ``evaluate.py``: the evaluation kernel (the training forward pass over a data set).
+* ``mnist_nn.backends.simd``: the intrinsics (LLVM IR) for the sparse rows, the float32 sigmoid,
+  prefetching and denormals.
+
+This module is the glue: ``prepare`` (the backend entry point), ``prepare_evaluation``, ``warm_up``.
+Nothing here keeps state between calls: a data set's sparse copy is made by whoever owns the data set
+and passed in (``sparse=``); without it each call makes its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_nn.backends.jit.epoch import epoch_general, epoch_one_hidden
+from mnist_nn.backends.jit.evaluate import evaluate_one_hidden
+from mnist_nn.backends.jit.layout import (Batches, DenseEpoch, DenseLayers, SparseEpoch, aligned_zeros, copy_in,
+                                          copy_out, dense_buffers, kernel_weights, one_hidden_buffers, padded_outputs)
+from mnist_nn.backends.jit.sparse import SparseImages, check_sparse, sparse_rows
+
+__all__ = ["prepare", "prepare_evaluation", "warm_up", "sparse_rows", "SparseImages"]
+
+EVALUATION_BLOCK = 16  # images evaluated together, layer by layer
+
+
+def warm_up(dtype) -> None:
+    """Get Numba's one-time start-up (about 0.4 s the first time anything compiled is called in a
+    process) and the data preparation kernels out of the way, e.g. on another thread while the data load."""
+    sparse_rows(np.ones((1, 1), dtype), dtype)
+
+
+def _sparse_for(net, X, sparse) -> SparseImages:
+    if sparse is None:
+        return sparse_rows(X, net.dtype)
+    return check_sparse(sparse, len(X), net.sizes[0], net.dtype)
+
+
+def prepare_evaluation(net, X, labels, sparse: SparseImages | None = None):
+    """For a one-hidden-layer ``net`` and a fixed data set: ``evaluate(net) -> (summed cost,
+    predictions)`` with the weights ``net`` (this network or a copy) has now.
+
+    ``sparse``: ``sparse_rows(X, net.dtype)`` if the caller has it already; made here otherwise."""
+    images = _sparse_for(net, X, sparse)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    in_order = SparseEpoch(images.indptr[:-1], images.indptr[1:], images.indices, images.codes, images.table,
+                           labels)
+    weights = kernel_weights(net)
+    a1 = aligned_zeros((EVALUATION_BLOCK, weights.w1t.shape[1]), net.dtype)
+    z2 = aligned_zeros((EVALUATION_BLOCK, padded_outputs(net.sizes[2])), net.dtype)
+    predicted = np.empty(len(labels), np.int64)
+
+    def evaluate(current):
+        total = evaluate_one_hidden(copy_in(current, weights), in_order, current.activation.code,
+                                    current.cost_function.code, a1, z2, predicted)
+        return total, predicted.copy()
+
+    return evaluate
+
+
+def prepare(net, X, labels, batch_size, sparse: SparseImages | None = None):
+    """Convert the data and allocate the buffers once; return ``run(perm, lr, l2, first_batch=0,
+    last_batch=None)`` for ranges of mini-batches (see :mod:`mnist_nn.backends`).
+
+    ``sparse``: for a one-hidden-layer ``net``, ``sparse_rows(X, net.dtype)`` if the caller has it
+    already (it is read, never changed); made here otherwise. Deeper networks train on X itself."""
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    n = len(labels)
+    n_batches = -(-n // batch_size)
+    act_code, cost_code = net.activation.code, net.cost_function.code
+
+    if len(net.weights) == 2:
+        images = _sparse_for(net, X, sparse)
+        weights = kernel_weights(net)
+        buffers = one_hidden_buffers(weights.w1t.shape[1], net.sizes[2], batch_size, net.dtype)
+        epoch = SparseEpoch(np.empty(n, np.int64), np.empty(n, np.int64), images.indices, images.codes,
+                            images.table, np.empty(n, np.int64))
+        laid_out = [None]  # the permutation that epoch's starts, ends and targets follow
+
+        def run(perm, lr, l2, first_batch=0, last_batch=None):
+            if laid_out[0] is not perm:  # once per epoch, even when the epoch runs in slices
+                np.take(images.indptr[:-1], perm, out=epoch.starts)
+                np.take(images.indptr[1:], perm, out=epoch.ends)
+                np.take(labels, perm, out=epoch.targets)
+                laid_out[0] = perm
+            current = copy_in(net, weights)  # the kernel's layout, copied in and back out
+            epoch_one_hidden(current, epoch, buffers, Batches(batch_size, first_batch,
+                                                              n_batches if last_batch is None else last_batch),
+                             float(lr), float(l2), act_code, cost_code)
+            copy_out(current, net)
+
+        run(np.arange(n), 1.0, 0.0, 0, 0)  # no batches: loads the compiled kernel now, not in epoch 1
+        return run
+
+    X = np.ascontiguousarray(X, dtype=net.dtype)
+    buffers = dense_buffers(net.sizes, batch_size, net.dtype)
+
+    def run(perm, lr, l2, first_batch=0, last_batch=None):
+        epoch_general(DenseLayers(tuple(net.weights), tuple(net.biases)),
+                      DenseEpoch(X, labels, np.asarray(perm, np.int64)), buffers,
+                      Batches(batch_size, first_batch, n_batches if last_batch is None else last_batch),
+                      float(lr), float(l2), act_code, cost_code)
+
+    return run

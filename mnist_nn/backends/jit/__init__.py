@@ -14,6 +14,11 @@ Where things are:
 This module is the glue: ``prepare`` (the backend entry point), ``prepare_evaluation``, ``warm_up``.
 Nothing here keeps state between calls: a data set's sparse copy is made by whoever owns the data set
 and passed in (``sparse=``); without it each call makes its own.
+
+For whoever edits the kernels: Numba's on-disk cache (``cache=True``) checks only the file that defines
+a kernel (epoch.py, evaluate.py, sparse.py), not the files inlined into it (steps.py, functions.py,
+simd.py): after changing one of those, delete the ``*.nbi``/``*.nbc`` files in mnist_nn's
+``__pycache__`` folders (or touch epoch.py and evaluate.py), or the old compiled code keeps running.
 """
 
 from __future__ import annotations

@@ -141,8 +141,8 @@ def hidden_forward(weights, images, first, rows, a1, act_code, ahead):
     """z^1 = w^1 x + b^1 and a^1 = sigma(z^1) of samples first .. first+rows-1 of ``images`` into rows
     0 .. rows-1 of ``a1``, z^1 summed over the non-zero pixels of x only.
 
-    ``ahead`` > 0: prefetch the pixels of the image that many samples ahead (for a shuffled order; in
-    the images' own order the CPU's prefetcher sees the pattern, and asking costs ~15%)."""
+    ``ahead`` > 0: prefetch the pixels of the image that many samples ahead, for a shuffled order (in
+    the images' own order, as evaluation reads them, the CPU's own prefetcher sees the pattern)."""
     n = images.targets.shape[0]
     padded, hidden = weights.w1t.shape[1], weights.b1.shape[0]
     for s in range(rows):

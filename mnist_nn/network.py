@@ -5,31 +5,25 @@ Layer l maps a^(l-1) to a^l = sigma(w^l a^(l-1) + b^l); ``weights[l]`` has shape
 sigmoid for quadratic, softmax for cross-entropy) are small objects from :mod:`mnist_nn.functions`.
 
 Models are saved as one ``.npz`` file (arrays ``w0, w1, ..., b0, b1, ...`` plus a JSON string
-``metadata``), written atomically and loaded with ``allow_pickle=False``.
+``metadata``), written atomically and read back with bounded memory by :mod:`mnist_nn.modelfile`.
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from mnist_nn import modelfile
 from mnist_nn.backends import get_backend, one_hot
 from mnist_nn.backends import vectorized as _vectorized
-from mnist_nn.fileio import atomic_write
+from mnist_nn.errors import ModelFileError  # noqa: F401  (mnist_nn.network.ModelFileError, as before)
 from mnist_nn.functions import ACTIVATIONS, COSTS, softmax
+from mnist_nn.modelfile import FORMAT_VERSION, MODEL_FORMAT
 
-MODEL_FORMAT = "mnist_nn.model"
-FORMAT_VERSION = 1
 INITS = ("normal", "scaled")
 DTYPES = ("float32", "float64")
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, not an mnist_nn model, too new, or inconsistent."""
 
 
 class Network:
@@ -225,7 +219,10 @@ class Network:
     # ------------------------------------------------------------------ files
 
     def to_metadata(self) -> dict:
+        """What the model file stores besides the arrays: :attr:`metadata` (training settings and results)
+        and, over it, what rebuilds the network exactly."""
         return {
+            **self.metadata,
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
             "sizes": list(self.sizes),
@@ -237,59 +234,31 @@ class Network:
             "epochs_trained": self.epochs_trained,
             # The generator's full state, so a resumed run shuffles exactly as an uninterrupted one.
             "rng_state": self.rng.bit_generator.state,
-            **self.metadata,
         }
 
     def save(self, path) -> Path:
         """Write the model to ``path`` (a .npz file) atomically: a temporary file renamed into place."""
-        path = Path(path)
-        arrays = {f"w{l}": w for l, w in enumerate(self.weights)}
-        arrays.update({f"b{l}": b for l, b in enumerate(self.biases)})
-        arrays["metadata"] = np.array(json.dumps(self.to_metadata()))
-        with atomic_write(path) as (f, _):
-            np.savez(f, **arrays)
-        return path
+        return modelfile.write(path, self.to_metadata(), self.weights, self.biases)
 
     @classmethod
     def load(cls, path) -> "Network":
         """Read a model written by :meth:`save` (or the ``model.npz`` inside a run folder).
 
-        Raises :class:`ModelFileError` on any problem.
+        Raises :class:`ModelFileError` on any problem; memory stays bounded by what the model needs
+        (see :mod:`mnist_nn.modelfile` for the checks and limits).
         """
-        path = Path(path)
-        if path.is_dir():
-            path = path / "model.npz"
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such model file")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ModelFileError(f"{path}: not an mnist_nn model (.npz) file ({exc})") from None
-        try:
-            meta = json.loads(str(arrays.pop("metadata")))
-            if meta.get("format") != MODEL_FORMAT:
-                raise KeyError("format")
-        except (KeyError, ValueError, AttributeError):
-            raise ModelFileError(f"{path}: not an mnist_nn model (no mnist_nn metadata)") from None
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ModelFileError(f"{path}: model format version {meta['format_version']} is newer than this "
-                                 f"mnist_nn understands ({FORMAT_VERSION}); upgrade mnist_nn")
-        try:
-            net = cls(meta["sizes"], meta["activation"], meta["cost"], meta.get("init", "normal"),
-                      seed=meta.get("seed"), dtype=meta["dtype"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: invalid model metadata ({exc})") from None
-        for l in range(len(net.weights)):
-            for kind, target in (("w", net.weights), ("b", net.biases)):
-                key = f"{kind}{l}"
-                if key not in arrays or arrays[key].shape != target[l].shape:
-                    found = arrays[key].shape if key in arrays else "missing"
-                    raise ModelFileError(f"{path}: array {key} is {found}, the metadata's sizes "
-                                         f"{tuple(net.sizes)} need {target[l].shape}")
-                target[l] = np.ascontiguousarray(arrays[key], dtype=net.dtype)
-        net.epochs_trained = int(meta.get("epochs_trained", 0))
+        model = modelfile.read(path)
+        meta = model.metadata
+        # The constructor checks the names and makes the generator; the parameters come from the file
+        # (a 1-1 network is the cheapest to build).
+        net = cls((1, 1), meta["activation"], meta["cost"], meta["init"], seed=meta.get("seed"),
+                  dtype=meta["dtype"])
+        net.sizes = tuple(meta["sizes"])
+        net.weights, net.biases = model.weights, model.biases
+        net.epochs_trained = meta["epochs_trained"]
         if "rng_state" in meta:
             net.rng.bit_generator.state = meta["rng_state"]
+        else:
+            net.rng = np.random.default_rng(net.seed)
         net.metadata = {k: v for k, v in meta.items() if k not in net.to_metadata()}
         return net

@@ -1,0 +1,409 @@
+"""Model files: writing them atomically, and reading them with memory bounded by what the model needs.
+
+A model file is a ``.npz`` (a zip of ``.npy`` arrays): ``w0, w1, ...``, ``b0, b1, ...`` and
+``metadata``, a JSON string. A file may come from anywhere, so :func:`read` trusts nothing in it:
+before any array is read it checks that the path is a regular file, that the zip lists only those
+members, that the metadata is small, shallow and sane, that the sizes it declares stay under
+:data:`MAX_PARAMETERS`, and that every member's declared size, dtype and shape (read from its ``.npy``
+header, never with pickle) are exactly what those sizes need. Only then is each array read, straight
+into an array of its final size, and checked to be finite. Every refusal is a :class:`ModelFileError`
+naming the file, the problem and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import stat
+import struct
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib import format as npy
+
+from mnist_nn.errors import ModelFileError
+from mnist_nn.fileio import atomic_write
+from mnist_nn.settings import (ACTIVATION_NAMES, BACKEND_NAMES, COST_NAMES, DTYPE_NAMES, INIT_NAMES, N_CLASSES,
+                               N_INPUTS, TRAIN_IMAGES)
+
+MODEL_FORMAT = "mnist_nn.model"
+FORMAT_VERSION = 1
+# About the most a 24 GiB machine can train: a 784-1,000,000-10 network has 795M parameters, 3.0 GiB
+# as float32, and training keeps about six copies of them (settings.memory_needed): 18 GiB.
+MAX_PARAMETERS = 800_000_000
+MAX_SIZES = 32  # layers, input included; training allows 18 (16 hidden layers)
+MAX_METADATA_BYTES = 1 << 20  # a genuine model's metadata is about 3 KB
+MAX_METADATA_DEPTH = 16  # a genuine model's metadata nests 4 deep (rng_state.state.state)
+MAX_HEADER_BYTES = 4096  # an .npy header: numpy writes 128 bytes for these arrays
+MAX_DIRECTORY_BYTES = 1 << 16  # the zip's table of contents: 64 members of a few dozen bytes
+MAX_RATIO = 20  # trained weights barely compress; a member that unpacks 20x is not weights
+CHUNK_BYTES = 16 << 20
+_MEMBER = re.compile(r"(metadata|[wb](0|[1-9][0-9]?))\.npy")
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+               RuntimeError, struct.error)
+_FIX = "give a model file written by mnist_nn (a run folder's model.npz or best.npz)"
+
+
+@dataclass
+class Model:
+    """What a model file holds, checked: the metadata dict and the parameters in the metadata's dtype."""
+
+    metadata: dict
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+
+
+# --------------------------------------------------------------------------- writing
+
+def write(path, metadata: dict, weights, biases) -> Path:
+    """Write a model file atomically (a temporary file renamed into place), in the format :func:`read`
+    reads and every earlier mnist_nn read: ``np.savez`` of the arrays and the metadata as a JSON string."""
+    path = Path(path)
+    text = json.dumps(metadata)
+    if len(text) * 4 > MAX_METADATA_BYTES:  # stored as UTF-32, as numpy stores a str
+        raise ModelFileError(f"{path}: the model's metadata is {len(text):,} characters, more than a model file "
+                             f"may hold ({MAX_METADATA_BYTES // 4:,}); keep network.metadata small")
+    arrays = {f"w{l}": w for l, w in enumerate(weights)}
+    arrays.update({f"b{l}": b for l, b in enumerate(biases)})
+    arrays["metadata"] = np.array(text)
+    with atomic_write(path) as (f, _):
+        np.savez(f, **arrays)
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+def read(path) -> Model:
+    """Read and check the model file ``path`` (or the ``model.npz`` in the run folder ``path``).
+
+    Raises :class:`ModelFileError` on anything a genuine mnist_nn model would not be.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.npz"
+    with _open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        _check_kind(f, path)
+        _check_directory(f, size, path)
+        try:
+            with zipfile.ZipFile(f) as zf:
+                members = _members(zf, path)
+                meta = _read_metadata(zf, members, path)
+                sizes = meta["sizes"]
+                dtype = np.dtype(meta["dtype"])
+                shapes = {}
+                for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                    shapes[f"w{l}"], shapes[f"b{l}"] = (n_out, n_in), (n_out,)
+                unexpected = sorted(set(members) - set(shapes) - {"metadata"})
+                if unexpected:
+                    raise ModelFileError(f"{path}: holds arrays {', '.join(unexpected)} that a model of sizes "
+                                         f"{_dashed(sizes)} does not have; {_FIX}")
+                for name, shape in shapes.items():
+                    if name not in members:
+                        raise ModelFileError(f"{path}: array {name} is missing; the metadata's sizes "
+                                             f"{_dashed(sizes)} need it {shape}; {_FIX}")
+                    _check_member_size(members[name], shape, path)
+                arrays = {name: _read_array(zf, members[name], shape, dtype, path) for name, shape in shapes.items()}
+        except _ZIP_ERRORS as exc:
+            raise ModelFileError(f"{path}: the model file is damaged ({exc}); {_FIX}") from None
+    n = len(sizes) - 1
+    return Model(meta, [arrays[f"w{l}"] for l in range(n)], [arrays[f"b{l}"] for l in range(n)])
+
+
+def check_model_fits(net, source, n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES, what: str = "MNIST") -> None:
+    """Refuse (:class:`ModelFileError`, naming ``source``, the model's file) a network whose input or output
+    layer does not fit data of ``n_inputs`` pixels per image and ``n_classes`` classes."""
+    if net.sizes[0] != n_inputs:
+        raise ModelFileError(f"{source}: the model takes {net.sizes[0]} inputs, but {what} images have {n_inputs} "
+                             f"pixels; give a model trained on {what}")
+    if net.sizes[-1] != n_classes:
+        raise ModelFileError(f"{source}: the model has {net.sizes[-1]} outputs, but {what} has {n_classes} classes; "
+                             f"give a model trained on {what}")
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading if it is a regular file; never blocks on a FIFO, never reads a device."""
+    try:
+        _check_regular(os.stat(path), path)
+        # O_NONBLOCK: if the name was swapped for a FIFO since the stat, opening it still returns.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file; {_FIX}") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: the model file cannot be read ({exc.strerror or exc})") from None
+    try:
+        _check_regular(os.fstat(fd), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(info: os.stat_result, path: Path) -> None:
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+    raise ModelFileError(f"{path}: is {kind}, not a model file; {_FIX}")
+
+
+def _check_kind(f, path: Path) -> None:
+    """Name what a file that is not a zip is, so no other tool's advice (numpy's allow_pickle) shows."""
+    start = f.read(6)
+    f.seek(0)
+    if start.startswith(b"PK"):
+        return
+    if start == b"\x93NUMPY":
+        what = "a single NumPy array (.npy), not an mnist_nn model (.npz, a zip of arrays and metadata)"
+    elif start[:1] == b"\x80":
+        what = "a Python pickle; mnist_nn never loads pickles, which can run code"
+    elif not start:
+        what = "empty"
+    else:
+        what = "not an mnist_nn model (.npz) file: it is not a zip archive"
+    raise ModelFileError(f"{path}: is {what}; {_FIX}")
+
+
+def _check_directory(f, size: int, path: Path) -> None:
+    """Refuse a zip whose table of contents is larger than a model's, before zipfile reads it all into
+    objects. It is found as zipfile finds it: the end record last in the file or the last one in its
+    final 64 KiB, and the zip64 record right before it when one is there."""
+    tail_start = max(size - (1 << 16) - 22, 0)
+    f.seek(tail_start)
+    tail = f.read()
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" and tail[-2:] == b"\0\0" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise ModelFileError(f"{path}: is not an mnist_nn model (.npz) file: not a whole zip archive "
+                             f"(truncated?); {_FIX}")
+    members, directory = struct.unpack_from("<HL", tail, at + 10)
+    end = tail_start + at
+    if end >= 76:
+        f.seek(end - 20)
+        if f.read(4) == b"PK\x06\x07":
+            f.seek(end - 76)
+            record = f.read(56)
+            if record[:4] == b"PK\x06\x06":
+                members, directory = struct.unpack_from("<QQ", record, 32)
+    f.seek(0)
+    if members > 2 * MAX_SIZES or directory > MAX_DIRECTORY_BYTES:
+        raise ModelFileError(f"{path}: its zip lists {members:,} members in {directory:,} bytes; a model has at "
+                             f"most {2 * MAX_SIZES - 1} in {MAX_DIRECTORY_BYTES:,}; {_FIX}")
+
+
+def _members(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    members = {}
+    for info in zf.infolist():
+        name = info.filename
+        if not _MEMBER.fullmatch(name):
+            raise ModelFileError(f"{path}: holds {name!r}, which is not part of an mnist_nn model; {_FIX}")
+        if name[:-4] in members:
+            raise ModelFileError(f"{path}: holds {name} twice; {_FIX}")
+        if info.flag_bits & 0x1:
+            raise ModelFileError(f"{path}: {name} is encrypted; {_FIX}")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(f"{path}: {name} is compressed with zip method {info.compress_type}, which "
+                                 f"numpy never writes; {_FIX}")
+        members[name[:-4]] = info
+    return members
+
+
+def _read_metadata(zf: zipfile.ZipFile, members: dict, path: Path) -> dict:
+    info = members.get("metadata")
+    if info is None:
+        raise ModelFileError(f"{path}: not an mnist_nn model (no mnist_nn metadata); {_FIX}")
+    if info.file_size > MAX_METADATA_BYTES + MAX_HEADER_BYTES:
+        raise ModelFileError(f"{path}: its metadata is {info.file_size:,} bytes; a model's is a few KB and "
+                             f"at most {MAX_METADATA_BYTES:,} are read; {_FIX}")
+    with zf.open(info) as member:
+        data = member.read(MAX_METADATA_BYTES + MAX_HEADER_BYTES + 1)
+    stream = io.BytesIO(data)
+    shape, fortran, dtype = _header(stream, "metadata", path)
+    text = None
+    if shape == () and dtype.kind == "U" and len(data) - stream.tell() == dtype.itemsize:
+        try:
+            text = np.frombuffer(data, dtype, count=1, offset=stream.tell())[0]
+        except (ValueError, UnicodeDecodeError):
+            pass
+    if not isinstance(text, str):
+        raise ModelFileError(f"{path}: not an mnist_nn model (its metadata is {dtype} {shape}, not a string); {_FIX}")
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not an mnist_nn model (no mnist_nn metadata); {_FIX}")
+    if _depth(meta) > MAX_METADATA_DEPTH:
+        raise ModelFileError(f"{path}: its metadata nests more than {MAX_METADATA_DEPTH} deep; a model's nests 4; {_FIX}")
+    return _check_metadata(meta, path)
+
+
+def _depth(value) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_METADATA_DEPTH:
+                stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _check_metadata(meta: dict, path: Path) -> dict:
+    """``meta`` with defaults for what older files lack, every value checked; refuses what is odd."""
+
+    def bad(key: str, problem: str):
+        raise ModelFileError(f"{path}: the model's metadata {key} {problem}; the file is damaged or was not "
+                             f"written by mnist_nn: {_FIX}")
+
+    version = meta.get("format_version", 0)
+    if not _is_int(version) or version < 0:
+        bad("format_version", f"must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {version} is newer than this mnist_nn understands "
+                             f"({FORMAT_VERSION}); upgrade mnist_nn")
+    sizes = meta.get("sizes")
+    if (not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_SIZES
+            or not all(_is_int(s) and 1 <= s <= MAX_PARAMETERS for s in sizes)):
+        bad("sizes", f"must be 2 to {MAX_SIZES} whole numbers of at least 1, got {_short(sizes)}")
+    meta.setdefault("init", "normal")  # older files lack it
+    for key, choices in (("activation", ACTIVATION_NAMES), ("cost", COST_NAMES), ("init", INIT_NAMES),
+                         ("dtype", DTYPE_NAMES)):
+        if meta.get(key) not in choices:
+            bad(key, f"must be one of {', '.join(choices)}, got {_short(meta.get(key))}")
+    parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    if parameters > MAX_PARAMETERS:
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        raise ModelFileError(
+            f"{path}: the metadata's sizes {_dashed(sizes)} make {parameters:,} parameters, "
+            f"{parameters * itemsize / 2**30:.1f} GiB as {meta['dtype']} (about {6 * parameters * itemsize / 2**30:.0f} "
+            f"GiB to train); mnist_nn loads at most {MAX_PARAMETERS:,} ({MAX_PARAMETERS * itemsize / 2**30:.1f} GiB), "
+            f"about the most a 24 GiB machine can train; the file is damaged or not an mnist_nn model")
+    seed = meta.get("seed")
+    if seed is not None and not (_is_int(seed) and 0 <= seed < 2**128):
+        bad("seed", f"must be empty or a whole number from 0 to 2^128 - 1, got {_short(seed)}")
+    epochs = meta.setdefault("epochs_trained", 0)
+    if not _is_int(epochs) or not 0 <= epochs < 2**63:
+        bad("epochs_trained", f"must be a whole number of zero or more, got {_short(epochs)}")
+    if "rng_state" in meta:
+        generator = np.random.PCG64()
+        try:
+            if not isinstance(meta["rng_state"], dict) or meta["rng_state"].get("bit_generator") != "PCG64":
+                raise ValueError
+            generator.state = meta["rng_state"]
+        except (TypeError, ValueError, KeyError, OverflowError, AttributeError):
+            bad("rng_state", "is not the state of a PCG64 generator (numpy's default_rng)")
+    for key in ("test_accuracy", "validation_accuracy"):
+        value = meta.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            bad(key, f"must be empty or a number from 0 to 1, got {_short(value)}")
+    if "training" in meta:
+        _check_training(meta["training"], bad)
+    return meta
+
+
+def _check_training(training, bad) -> None:
+    """The settings a run folder's model carries (``runfolder.save``): each present one must be sane."""
+    if not isinstance(training, dict):
+        bad("training", f"must be a JSON object, got {_short(training)}")
+    ranges = {"validation_size": (0, TRAIN_IMAGES - 1), "batch_size": (1, TRAIN_IMAGES), "seed": (0, 2**63 - 1),
+              "epochs": (0, 2**63 - 1)}
+    for key, (low, high) in ranges.items():
+        value = training.get(key, low)
+        if not _is_int(value) or not low <= value <= high:
+            bad(f"training.{key}", f"must be a whole number from {low} to {high}, got {_short(value)}")
+    for key in ("lr", "l2"):
+        value = training.get(key, 0.0)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            bad(f"training.{key}", f"must be a finite number of zero or more, got {_short(value)}")
+    hidden = training.get("hidden", [1])
+    if not isinstance(hidden, list) or not all(_is_int(h) and h >= 1 for h in hidden):
+        bad("training.hidden", f"must be a list of whole numbers of at least 1, got {_short(hidden)}")
+    for key, choices in (("activation", ACTIVATION_NAMES), ("cost", COST_NAMES), ("init", INIT_NAMES),
+                         ("dtype", DTYPE_NAMES), ("backend", BACKEND_NAMES)):
+        if key in training and training[key] not in choices:
+            bad(f"training.{key}", f"must be one of {', '.join(choices)}, got {_short(training[key])}")
+
+
+def _header(stream, name: str, path: Path):
+    """``(shape, fortran_order, dtype)`` from the .npy header at the start of ``stream`` (bounded bytes)."""
+    try:
+        version = npy.read_magic(stream)
+        readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"npy format version {version}, which numpy writes only for unusual dtypes")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's note on Python 2 headers
+            return readers[version](stream, max_header_size=MAX_HEADER_BYTES)
+    except (ValueError, TypeError, SyntaxError, RecursionError, KeyError, OverflowError, MemoryError) as exc:
+        reason = str(exc).split("\n")[0][:200]
+        raise ModelFileError(f"{path}: array {name} has a broken .npy header ({reason}); {_FIX}") from None
+
+
+def _check_member_size(info: zipfile.ZipInfo, shape: tuple, path: Path) -> None:
+    """Before opening a member: its declared sizes must be what ``shape`` needs, and it must not be a
+    small stream that unpacks to far more (no array read can then cost more than the model needs)."""
+    name = info.filename[:-4]
+    most = math.prod(shape) * 8 + MAX_HEADER_BYTES
+    if info.file_size > most:
+        raise ModelFileError(f"{path}: array {name} declares {info.file_size:,} bytes, but the metadata's shape "
+                             f"{shape} needs at most {most:,}; {_FIX}")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise ModelFileError(f"{path}: array {name} is stored but declares {info.compress_size:,} bytes "
+                             f"stored for {info.file_size:,}; {_FIX}")
+    if info.file_size > 1 << 20 and info.file_size > MAX_RATIO * info.compress_size:
+        raise ModelFileError(f"{path}: array {name} unpacks {info.compress_size:,} bytes into {info.file_size:,}; "
+                             f"weights do not compress {MAX_RATIO}-fold, so this is not a trained model; {_FIX}")
+
+
+def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple, dtype: np.dtype, path: Path) -> np.ndarray:
+    """The member as a C-ordered array of ``dtype``, read straight into place after its header is checked."""
+    name = info.filename[:-4]
+    with zf.open(info) as member:
+        stream = io.BytesIO(member.read(min(MAX_HEADER_BYTES, info.file_size)))
+        found, fortran, stored = _header(stream, name, path)
+        if stored.kind != "f" or stored.itemsize not in (2, 4, 8):
+            raise ModelFileError(f"{path}: array {name} holds {stored} values, not floating-point weights; {_FIX}")
+        if found != shape:
+            raise ModelFileError(f"{path}: array {name} is {found}, the metadata's sizes need {shape}; {_FIX}")
+        if info.file_size != stream.tell() + math.prod(shape) * stored.itemsize:
+            raise ModelFileError(f"{path}: array {name} declares {info.file_size:,} bytes, not the "
+                                 f"{stream.tell() + math.prod(shape) * stored.itemsize:,} its header says; {_FIX}")
+        array = np.empty(shape[::-1] if fortran else shape, stored)
+        buffer = memoryview(array.reshape(-1).view(np.uint8))
+        done = stream.readinto(buffer)
+        while done < len(buffer):
+            n = member.readinto(buffer[done:done + CHUNK_BYTES])
+            if not n:
+                raise ModelFileError(f"{path}: array {name} is truncated; {_FIX}")
+            done += n
+        member.read(1)  # the end of the member: zipfile checks its CRC here
+    if fortran:
+        array = array.T
+    if not np.isfinite(array).all():
+        raise ModelFileError(f"{path}: array {name} holds NaN or infinite values (the training diverged); "
+                             f"use an earlier checkpoint such as best.npz, or train again")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _dashed(sizes) -> str:
+    return "-".join(map(str, sizes))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -145,6 +145,12 @@ class _Measurer:
         self.unpredicted = {}  # digit -> epochs in a row it was never predicted
         self.warned = {w.get("digit") for w in run.warnings}
         self.best_score = self._best_score()
+        self.sparse = None
+        if run.settings.backend == "jit" and len(run.network.sizes) == 3:
+            # One sparse copy of the training images, for the training kernel and the measuring alike.
+            from mnist_nn.backends import jit
+
+            self.sparse = jit.sparse_rows(np.asarray(data.train.images, dtype=run.network.dtype), run.network.dtype)
         self.futures.append(self.pool.submit(self._prepare))
 
     def _best_score(self):
@@ -153,7 +159,7 @@ class _Measurer:
 
     def _prepare(self):
         net, data = self.run.network, self.data
-        self.train = net.evaluator(*data.train)
+        self.train = net.evaluator(*data.train, sparse=self.sparse)
         self.test = net.evaluator(*data.test)
         self.validation = net.evaluator(*data.validation) if len(data.validation.labels) else None
 
@@ -284,9 +290,14 @@ def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
             on_epoch_start(epoch + 1, total)
         clock[0] = time.perf_counter()
 
+    class Progress:
+        start = staticmethod(before_first_epoch)
+        if on_batches is not None:
+            batches = staticmethod(on_batches)
+
     try:
-        net.sgd(train_x, train_y, todo, settings.batch_size, settings.lr, settings.l2,
-                backend=settings.backend, on_epoch=after_epoch, on_start=before_first_epoch, on_batches=on_batches)
+        net.sgd(train_x, train_y, todo, settings.batch_size, settings.lr, settings.l2, backend=settings.backend,
+                on_epoch=after_epoch, progress=Progress(), sparse=measurer.sparse)
     except KeyboardInterrupt as exc:
         _wind_up(run, folder, measurer, started)
         exc.run = run

@@ -168,17 +168,18 @@ class Network:
     # ------------------------------------------------------------------ training
 
     def sgd(self, X, labels, epochs: int, batch_size: int = 10, lr: float = 3.0, l2: float = 0.0,
-            backend: str = "jit", on_epoch: Callable | None = None, on_batches: Callable | None = None,
-            on_start: Callable | None = None, *, sparse=None, **old_names) -> None:
+            backend: str = "jit", on_epoch: Callable | None = None, *, progress=None, sparse=None,
+            **old_names) -> None:
         """Train by mini-batch SGD for ``epochs`` epochs on images ``X`` (N, n_in) and integer ``labels``.
 
         Every epoch shuffles with ``self.rng`` and visits the mini-batches of ``batch_size`` in that
         order, with learning rate ``lr`` and L2 weight decay ``l2`` (w <- (1 - lr*l2/n) w - lr*grad);
         ``eta=`` and ``lmbda=``, the names of the lecture notes, are accepted for them.
         ``on_epoch(epoch, net)`` is called after every epoch (epoch counts from 1 over the network's
-        life); if it returns False, training stops. ``on_batches(k)`` is told that k more mini-batches
-        are done: when given, the epoch runs in a few dozen slices so a progress bar can move.
-        ``on_start()`` is called once the backend has prepared the data, just before the first epoch.
+        life); if it returns False, training stops. ``progress``: an object whose ``start()`` is called
+        once the backend has prepared the data, just before the first epoch, and whose ``batches(k)``,
+        if it has one, is told that k more mini-batches are done (the epoch then runs in a few dozen
+        slices so a progress bar can move).
         ``sparse``: for the jit backend, ``mnist_nn.backends.jit.sparse_rows(X, self.dtype)`` made
         once by the caller, who can hand the same copy to :meth:`evaluator`; without it the jit
         backend makes its own from X as it is now (the other backends read X and ignore it).
@@ -194,10 +195,11 @@ class Network:
             raise ValueError(f"need lr > 0 and l2 >= 0, got lr={lr}, l2={l2}")
         run = get_backend(backend).prepare(self, X, labels, batch_size, sparse=sparse)
         n_batches = -(-len(X) // batch_size)
+        on_batches = getattr(progress, "batches", None)
         slices = 1 if on_batches is None else min(n_batches, 50)
         bounds = np.linspace(0, n_batches, slices + 1).astype(int)
-        if on_start is not None:
-            on_start()
+        if progress is not None:
+            progress.start()
         for _ in range(epochs):
             perm = self.rng.permutation(len(X))
             for first, last in zip(bounds[:-1], bounds[1:]):

@@ -230,8 +230,12 @@ def _main(argv=None) -> int:
 
         def load(s: Settings):
             data = cli.load_data(args, s.validation_size, s.dtype, quiet=args.quiet)
-            n_batches = -(-len(data.train.labels) // s.batch_size)
-            callbacks["on_batches"] = report.batches(n_batches)
+            n_train = len(data.train.labels)
+            callbacks["on_batches"] = report.batches(-(-n_train // s.batch_size))
+            if not args.resume:
+                report.say(f"Network {'-'.join(map(str, s.sizes))}  activation {s.activation}  cost {s.cost}  "
+                           f"init {s.init}  {s.dtype}  backend {s.backend}  seed {s.seed}  {n_train} training "
+                           f"images, batch {s.batch_size}, lr {s.lr}, l2 {s.l2}")
             return data
 
         callbacks = {"on_batches": None}
@@ -247,11 +251,6 @@ def _main(argv=None) -> int:
                 report.say(f"note: {saved.note}", err=True)
             run = fitting.resume(folder, given.get("epochs", DEFAULTS.epochs), load, changes=given, **hooks)
         else:
-            n_train = settings.train_size
-            report.say(f"Network {'-'.join(map(str, settings.sizes))}  activation {settings.activation}  cost "
-                       f"{settings.cost}  init {settings.init}  {settings.dtype}  backend {settings.backend}  "
-                       f"seed {settings.seed}  {n_train} training images, batch {settings.batch_size}, "
-                       f"lr {settings.lr}, l2 {settings.l2}")
             run = fitting.fit(settings, load, out=folder, **hooks)
         plotted = False
         if not args.no_plot:

@@ -153,8 +153,15 @@ def test_hook_can_stop_training_and_progress_is_reported(digits):
     X, labels = digits
     net = Network((784, 8, 10), seed=1)
     batches, events = [], []
-    net.sgd(X, labels, 5, batch_size=10, on_epoch=lambda e, n: events.append(e) or e < 2,
-            on_batches=batches.append, on_start=lambda: events.append("start"))
+
+    class Progress:
+        def start(self):
+            events.append("start")
+
+        def batches(self, k):
+            batches.append(k)
+
+    net.sgd(X, labels, 5, batch_size=10, on_epoch=lambda e, n: events.append(e) or e < 2, progress=Progress())
     assert net.epochs_trained == 2
     assert sum(batches) == 2 * 50  # every mini-batch of both epochs reported
     assert events == ["start", 1, 2]  # told once, before the first epoch

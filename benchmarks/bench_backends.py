@@ -26,20 +26,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (must come before NumPy: it sets the thread counts)
+from mnist_nn.cli import ArgumentParser, finish, int_at_least, load_data, run_command  # noqa: E402
 
 LR, BATCH = 3.0, 10
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="benchmarks/bench_backends.py")
-    p.add_argument("--threads", type=int, default=1, help="threads for BLAS, Numba and PyTorch (default 1)")
-    p.add_argument("--epochs", type=int, default=5, help="measured epochs per implementation (default 5)")
-    p.add_argument("--jit-epochs", type=int, default=30,
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], prog="benchmarks/bench_backends.py")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="threads for BLAS, Numba and PyTorch (default 1)")
+    p.add_argument("--epochs", type=int_at_least(1), default=5, help="measured epochs per implementation (default 5)")
+    p.add_argument("--jit-epochs", type=int_at_least(1), default=30,
                    help="measured epochs of the jit backend: a whole training run, so late epochs count too "
                         "(default 30)")
-    p.add_argument("--loop-samples", type=int, default=5000,
+    p.add_argument("--loop-samples", type=int_at_least(1), default=5000,
                    help="images per timed epoch of the slow loop backend, scaled to 50,000 (default 5000)")
-    p.add_argument("--samples", type=int, default=50_000, help="images per epoch for the others (default 50000)")
+    p.add_argument("--samples", type=int_at_least(1), default=50_000, help="images per epoch for the others (default 50000)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in well under a minute: 1 epoch on 5,000 images (scaled), no compile timing")
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX even if installed")
@@ -185,6 +186,7 @@ def compile_cost(threads: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    common.check_outputs(args.json, args.plot)
     common.limit_threads(args.threads)
     import importlib.util
 
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
 
     from mnist_nn import Network, load_mnist
 
-    data = load_mnist(args.data_dir, validation_size=0, quiet=True, offline=args.offline)  # then the first 50,000
+    data = load_data(args, validation_size=0, dtype=np.float32, quiet=True)  # then the first 50,000
     X, labels = data.train.images[:50_000], data.train.labels[:50_000]
     full = len(labels)
     n = min(args.samples, full)
@@ -296,4 +298,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(run_command(main, prog="benchmarks/" + Path(__file__).name))

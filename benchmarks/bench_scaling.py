@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (must come before NumPy: it sets the thread counts)
+from mnist_nn.cli import ArgumentParser, finish, int_at_least, load_data, run_command  # noqa: E402
 
 HIDDEN_SIZES = (30, 100, 300, 1000)
 BATCH_SIZES = (1, 10, 100, 1000)
@@ -23,12 +24,12 @@ BACKENDS = ("vectorized", "jit")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="benchmarks/bench_scaling.py")
-    p.add_argument("--threads", type=int, default=1, help="threads for BLAS and Numba (default 1)")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], prog="benchmarks/bench_scaling.py")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="threads for BLAS and Numba (default 1)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="precision (default float32)")
-    p.add_argument("--samples", type=int, default=10_000, help="images per timed epoch, scaled to 50,000 "
+    p.add_argument("--samples", type=int_at_least(1), default=10_000, help="images per timed epoch, scaled to 50,000 "
                                                                "(default 10000)")
-    p.add_argument("--epochs", type=int, default=2, help="measured epochs per point (default 2)")
+    p.add_argument("--epochs", type=int_at_least(1), default=2, help="measured epochs per point (default 2)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch of 1,000 images per point")
     common.add_shared_flags(p, "write the points as JSON", "write the two curves as a PNG")
     args = p.parse_args(argv)
@@ -52,12 +53,13 @@ def epoch_seconds(backend, hidden, batch, X, labels, dtype, epochs, full):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    common.check_outputs(args.json, args.plot)
     common.limit_threads(args.threads)
     import numpy as np
 
     from mnist_nn import load_mnist
 
-    data = load_mnist(args.data_dir, validation_size=0, quiet=True, offline=args.offline)  # then the first 50,000
+    data = load_data(args, validation_size=0, dtype=np.float32, quiet=True)  # then the first 50,000
     full = min(len(data.train.labels), 50_000)
     X, labels = data.train.images[:min(args.samples, full)], data.train.labels[:min(args.samples, full)]
     dtype = np.dtype(args.dtype)
@@ -98,4 +100,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(run_command(main, prog="benchmarks/" + Path(__file__).name))

@@ -26,11 +26,33 @@ def limit_threads(threads: int) -> None:
 
 
 def add_shared_flags(parser, json_help: str, plot_help: str) -> None:
-    """The flags both benchmarks take: where results go and where the data is."""
+    """The flags both benchmarks take: where results go and where the data is (mnist_nn's data flags)."""
+    from mnist_nn.cli import add_data_flags
+
     parser.add_argument("--json", metavar="PATH", help=json_help)
     parser.add_argument("--plot", metavar="PATH", help=plot_help)
-    parser.add_argument("--data-dir", help="MNIST cache folder")
-    parser.add_argument("--offline", action="store_true", default=None, help="never download")
+    add_data_flags(parser)
+
+
+def check_outputs(*paths) -> None:
+    """Prove each output file can be written before minutes of benchmarking, not after."""
+    from mnist_nn.errors import UsageError
+    from mnist_nn.fileio import atomic_write
+
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            with atomic_write(path):
+                raise _Probe
+        except _Probe:
+            pass
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write there ({exc.strerror or exc}); choose another path") from None
+
+
+class _Probe(Exception):
+    """Leaves atomic_write after its temporary file was made, so the target is never touched."""
 
 
 def machine() -> str:

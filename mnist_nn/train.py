@@ -1,6 +1,6 @@
 """Train a network on MNIST: ``python -m mnist_nn.train --epochs 30``.
 
-The command line of :func:`mnist_nn.fit.fit`: parse the flags into a :class:`~mnist_nn.settings.Settings`,
+The command line of :func:`mnist_nn.fitting.fit`: parse the flags into a :class:`~mnist_nn.settings.Settings`,
 hand it to ``fit`` (or ``resume``), print one line per epoch and a summary, draw the learning curve.
 Every default is the classic setup (784-30-10 sigmoid, quadratic cost, N(0, 1) init, mini-batch 10,
 lr 3.0, 30 epochs, seed 0, 50k/10k train/validation split) on the fast jit backend.
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from mnist_nn import fit as fitting
+    from mnist_nn import fitting
 
     given = given_settings(args)
     report = Reporter(args.quiet)

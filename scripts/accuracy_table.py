@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_nn import fit as fitting
+from mnist_nn import fitting
 from mnist_nn.cli import ArgumentParser, add_data_flags, finish, load_data, run_command
 from mnist_nn.settings import Settings
 

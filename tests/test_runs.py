@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import make_digits
-from mnist_nn import Network, fit as fitting, runfolder
+from mnist_nn import Network, fitting, runfolder
 from mnist_nn import train as train_cli
 from mnist_nn.data import MnistData, Split
 from mnist_nn.errors import RunFolderError
@@ -303,3 +303,12 @@ def test_a_digit_never_predicted_is_warned_about_and_recorded(tmp_path):
     assert history["warnings"] == run.warnings
     healthy = fitting.fit(Settings(epochs=8, hidden=(12,)), _data())
     assert healthy.warnings == []
+
+
+def test_the_package_exports_fit_and_settings(tiny_cache):
+    import mnist_nn
+    from mnist_nn.data import load_mnist
+
+    run = mnist_nn.fit(mnist_nn.Settings(epochs=1, hidden=(8,), lr=1.0), load_mnist(tiny_cache, 100, offline=True))
+    assert isinstance(run, mnist_nn.Run) and run.final["epoch"] == 1
+    assert mnist_nn.resume is fitting.resume

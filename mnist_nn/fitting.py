@@ -1,4 +1,5 @@
-"""One whole training run: :func:`fit` (a new run) and :func:`resume` (continue a run folder).
+"""One whole training run: :func:`fit` (a new run) and :func:`resume` (continue a run folder), also
+importable as ``mnist_nn.fit`` and ``mnist_nn.resume``.
 
 Every front end (the ``train`` command, the scripts, later the sweep and the web playground) calls
 these; nothing here prints, parses flags or exits. A run trains epoch after epoch; each epoch is

@@ -225,8 +225,7 @@ def _main(argv=None) -> int:
                 given["seed"] = secrets.randbelow(2**31)
             settings = DEFAULTS.replace(**given).check()
             folder = runfolder.create(args.out)
-        if settings.backend == "jit":
-            warm_up_jit_in_background(settings.dtype, report)
+        warming = warm_up_jit_in_background(settings.dtype, report) if settings.backend == "jit" else None
 
         def load(s: Settings):
             data = cli.load_data(args, s.validation_size, s.dtype, quiet=args.quiet)
@@ -252,6 +251,8 @@ def _main(argv=None) -> int:
             run = fitting.resume(folder, given.get("epochs", DEFAULTS.epochs), load, changes=given, **hooks)
         else:
             run = fitting.fit(settings, load, out=folder, **hooks)
+        if warming is not None:
+            warming.join()  # its line, if any, before the summary
         plotted = False
         if not args.no_plot:
             from mnist_nn.plots import learning_curves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -166,3 +167,29 @@ def test_default_run_reaches_the_accuracy_bound(real_mirror, tmp_path, capsys):
     final, best = epochs[-1]["test_accuracy"], max(r["test_accuracy"] for r in epochs)
     print(f"default run, seed 0: final {final:.4f}, best {best:.4f}")
     assert final >= 0.948 and best >= 0.950
+
+
+def test_a_cold_numba_cache_is_announced_with_its_time(tiny_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_cli, "jit_cache_is_warm", lambda: False)
+    assert train_cli.main(tiny_args(tiny_cache, tmp_path / "run", "--epochs", "1", "--quiet", "--no-plot")) == 0
+    err = capsys.readouterr().err
+    assert "compiling the jit kernels, once (about 5 s" in err
+    assert re.search(r"compiled the jit kernels in \d+\.\d s", err)
+    monkeypatch.setattr(train_cli, "jit_cache_is_warm", lambda: True)
+    assert train_cli.main(tiny_args(tiny_cache, tmp_path / "again", "--epochs", "1", "--quiet", "--no-plot")) == 0
+    assert "compil" not in capsys.readouterr().err
+
+
+def test_a_folder_name_that_is_not_utf8_on_a_strict_terminal(tiny_cache, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = os.fsencode(tmp_path) + b"/caf\xe9-run"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    result = subprocess.run([sys.executable, "-m", "mnist_nn.train", "--data-dir", str(tiny_cache), "--offline",
+                             "--validation-size", "100", "--epochs", "1", "--no-plot", "--out", out],
+                            capture_output=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr and b"caf\\udce9-run" in result.stdout
+    assert os.path.isfile(out + b"/model.npz")

@@ -254,7 +254,7 @@ def main(argv=None) -> int:
                                  "vs loop", "vs vectorized (same dtype)"], rows))
     notes = list(dict.fromkeys(f"* {r['implementation']}: {r['note']}." for r in records if "note" in r))
     if peers_missing:
-        notes.append(f"Not installed, so not measured: {', '.join(peers_missing)}.")
+        notes.append(f"Not installed, so not measured: {', '.join(peers_missing)} (CPU-only: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, then `pip install \".[bench]\"`; see the README).")
     print("\n" + "\n".join(notes) if notes else "")
     print("\nseconds per epoch, log scale:\n```\n" + common.text_bars(
         [f"{r['implementation']} {r['dtype']}" for r in records], [r["seconds_per_epoch"] for r in records]) + "\n```")

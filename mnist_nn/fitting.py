@@ -259,6 +259,7 @@ def _load_data(settings: Settings, data):
 
 def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
     settings, net = run.settings, run.network
+    started = time.perf_counter()
     try:
         data = _load_data(settings, data)
         train_x, train_y = data.train
@@ -270,7 +271,6 @@ def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
             folder.discard_if_unused()
             folder.release()
         raise
-    started = time.perf_counter()
     clock = [started]
     total = settings.epochs
     todo = total - len(run.records)

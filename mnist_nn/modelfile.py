@@ -110,6 +110,8 @@ def read(path) -> Model:
                                              f"{_dashed(sizes)} need it {shape}; {_FIX}")
                     _check_member_size(members[name], shape, path)
                 arrays = {name: _read_array(zf, members[name], shape, dtype, path) for name, shape in shapes.items()}
+        except ModelFileError:
+            raise
         except _ZIP_ERRORS as exc:
             raise ModelFileError(f"{path}: the model file is damaged ({exc}); {_FIX}") from None
     n = len(sizes) - 1

@@ -212,6 +212,11 @@ class _Measurer:
         counts = np.bincount(predicted, minlength=n_classes)
         for digit in range(n_classes):
             self.unpredicted[digit] = self.unpredicted.get(digit, 0) + 1 if counts[digit] == 0 else 0
+        for warning in self.run.warnings:  # a stuck digit predicted again (and still) is recorded as such
+            if counts[warning["digit"]] == 0:
+                warning.pop("recovered_epoch", None)
+            elif "recovered_epoch" not in warning:
+                warning["recovered_epoch"] = epoch
         found = []
         for digit, streak in sorted(self.unpredicted.items()):
             if streak >= STUCK_EPOCHS and digit not in self.warned:

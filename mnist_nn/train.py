@@ -181,9 +181,12 @@ def summary(run, plotted: bool) -> list[str]:
                  f"{run.prepared_seconds:.1f} s preparing the data and kernels); wrote {', '.join(written)} "
                  f"to {run.folder}")
     if run.warnings:
-        lines.append(f"{len(run.warnings)} warning(s) recorded in history.json (digits "
-                     f"{', '.join(str(w['digit']) for w in run.warnings)} stuck); settings "
-                     f"lr {s.lr}, seed {s.seed}")
+        stuck = [str(w["digit"]) for w in run.warnings if "recovered_epoch" not in w]
+        back = [f"{w['digit']} (from epoch {w['recovered_epoch']})" for w in run.warnings if "recovered_epoch" in w]
+        lines.append("stuck digits (warnings in history.json): "
+                     + (f"{', '.join(stuck)} never predicted at the end" if stuck else "none at the end")
+                     + (f"; predicted again: {', '.join(back)}" if back else "")
+                     + (f"; try another --seed than {s.seed}, or --cost cross-entropy --init scaled" if stuck else ""))
     return lines
 
 

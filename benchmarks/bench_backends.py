@@ -15,7 +15,6 @@ is measured separately, in fresh processes with an empty and then a warm Numba c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from mnist_nn import Network, load_mnist
+    from mnist_nn import Network
 
     data = load_data(args, validation_size=0, dtype=np.float32, quiet=True)  # then the first 50,000
     X, labels = data.train.images[:50_000], data.train.labels[:50_000]

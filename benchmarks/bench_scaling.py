@@ -9,7 +9,6 @@ median of the measured epochs after a warm-up, timed on ``--samples`` images and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -57,7 +56,6 @@ def main(argv=None) -> int:
     common.limit_threads(args.threads)
     import numpy as np
 
-    from mnist_nn import load_mnist
 
     data = load_data(args, validation_size=0, dtype=np.float32, quiet=True)  # then the first 50,000
     full = min(len(data.train.labels), 50_000)

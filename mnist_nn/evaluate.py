@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from mnist_nn import cli
-from mnist_nn import network
 from mnist_nn.errors import MnistError, ModelFileError, OutputError, UsageError
+from mnist_nn.modelfile import check_model_fits
 from mnist_nn.network import Network
 
 PROG = "python -m mnist_nn.evaluate"
 SPLITS = ("test", "validation", "train")
-PIXELS, DIGITS = 784, 10
 TRAIN_IMAGES = 60_000
 
 
@@ -31,22 +30,10 @@ TRAIN_IMAGES = 60_000
 
 def load_model(path) -> Network:
     """The model in ``path`` (a run folder, ``runs/latest``, a ``model.npz`` or ``best.npz``), checked to fit
-    MNIST: 784 inputs, 10 outputs, finite weights. Raises :class:`ModelFileError` naming what does not fit."""
-    try:
-        net = Network.load(path)
-    except network.ModelFileError as exc:  # network.py's own class, until it raises errors.ModelFileError
-        if isinstance(exc, ModelFileError):
-            raise
-        raise ModelFileError(str(exc)) from None
-    if net.sizes[0] != PIXELS:
-        raise ModelFileError(f"{path}: the model takes {net.sizes[0]} inputs, but an MNIST image has {PIXELS} "
-                             f"pixels (28x28); give a model trained on MNIST")
-    if net.sizes[-1] != DIGITS:
-        raise ModelFileError(f"{path}: the model has {net.sizes[-1]} outputs, but MNIST has {DIGITS} digits; "
-                             f"give a model trained on MNIST")
-    if not all(np.isfinite(a).all() for a in (*net.weights, *net.biases)):
-        raise ModelFileError(f"{path}: the model's weights hold NaN or infinite values (its training diverged); "
-                             f"use an earlier checkpoint such as best.npz, or train again")
+    MNIST: 784 inputs, 10 outputs (finite weights: :meth:`Network.load` sees to that). Raises
+    :class:`ModelFileError` naming what does not fit."""
+    net = Network.load(path)
+    check_model_fits(net, path)
     return net
 
 

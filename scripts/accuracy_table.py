@@ -14,7 +14,6 @@ Configurations and the bounds they must meet (median over the seeds):
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 

@@ -1,8 +1,9 @@
 """Shared fixtures: tiny IDX data sets, a fault-injecting HTTP mirror on 127.0.0.1, the real data set.
 
 Real-data tests need the full MNIST set. They run when ``MNIST_NN_TEST_MIRROR`` names a mirror
-(CI serves ../shared/mnist on loopback) or when ``../shared/mnist`` sits beside the checkout (the
-tests then serve it themselves); otherwise they skip and say how to enable them. With
+(CI serves ../shared/mnist on loopback), when ``../shared/mnist`` sits beside the checkout (the
+tests then serve it themselves), when the user's own cache holds it, or when ``MNIST_NN_MIRROR``
+names a mirror (see :func:`real_source`); otherwise they skip and say how to enable them. With
 ``MNIST_NN_REQUIRE_REAL_DATA=1`` (set by .ci/run) a missing data set is an error, not a skip.
 """
 
@@ -77,6 +78,7 @@ def tiny_checksums(tiny, monkeypatch):
     """Make the package accept the tiny files as if they were MNIST (the default table stays canonical)."""
     table = dict(tiny.checksums)
     monkeypatch.setattr(mnist_data, "CHECKSUMS", table)
+    monkeypatch.setattr(mnist_data.cache, "CHECKSUMS", table)  # where fetch and the CLI look it up
     return table
 
 
@@ -103,7 +105,9 @@ class Mirror:
     Faults, consumed one per request: ``"404"``, ``"500"``, ``"truncate"`` (promise the full length,
     send half, close), ``"html"`` (an error page under the .gz name), ``"wrong"`` (valid gzip, wrong
     content), ``"stall"`` (send nothing for ``stall_s`` seconds), ``"hang"`` (send half, then stall
-    for 30 s). An empty queue serves the file.
+    for 30 s), ``"bomb"`` (a small gzip of ``bomb_bytes`` zeros), ``"endless"`` (zeros until the client
+    hangs up, no length), ``"trickle"`` (one byte every ``trickle_s`` for ``trickle_total_s``, then the
+    rest: a slowloris that gives up in the end). An empty queue serves the file.
     """
 
     def __init__(self, files: dict[str, bytes]):
@@ -116,6 +120,9 @@ class FaultServer:
     def __init__(self):
         self.mirrors: dict[str, Mirror] = {}
         self.stall_s = 3.0
+        self.trickle_s, self.trickle_total_s = 0.05, 20.0
+        self.bomb_bytes = 64 << 20
+        self.sent: dict[str, int] = {}  # bytes of body sent, by file
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -139,10 +146,16 @@ class FaultServer:
                     body = gzip.compress(b"\x00\x00\x08\x01" + bytes(100), mtime=0)
                 if fault == "stall":
                     time.sleep(server.stall_s)
+                if fault == "bomb":
+                    body = gzip.compress(bytes(server.bomb_bytes), compresslevel=9, mtime=0)
+                if fault == "endless":
+                    return self.send_endless(parts[1])
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if fault == "trickle":
+                    return self.send_trickle(parts[1], body)
                 if fault in ("truncate", "hang"):
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
@@ -151,6 +164,35 @@ class FaultServer:
                     self.close_connection = True
                     return
                 self.wfile.write(body)
+
+            def send_endless(self, name):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                chunk = bytes(1 << 16)
+                try:
+                    while True:
+                        self.wfile.write(chunk)
+                        server.sent[name] = server.sent.get(name, 0) + len(chunk)
+                except OSError:  # the client hung up
+                    self.close_connection = True
+
+            def send_trickle(self, name, body):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                ends, sent = time.monotonic() + server.trickle_total_s, 0
+                try:
+                    while time.monotonic() < ends and sent < len(body) - 1:
+                        self.wfile.write(body[sent:sent + 1])
+                        self.wfile.flush()
+                        sent += 1
+                        time.sleep(server.trickle_s)
+                    self.wfile.write(body[sent:])
+                except OSError:
+                    pass
+                self.close_connection = True
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -185,20 +227,46 @@ def _serve_folder(folder: Path):
     return httpd
 
 
+def _user_cache() -> Path | None:
+    """The user's own cache (``MNIST_NN_DATA`` or the default folder) when it holds the four verified files."""
+    try:
+        folder = mnist_data.data_dir_path()
+        paths = [mnist_data.cached_path(name, folder) for name in mnist_data.FILE_NAMES]
+        if all(p is not None and mnist_data.is_verified(p, mnist_data.CHECKSUMS[p.name.removesuffix(".gz")][0])
+               for p in paths):
+            return folder
+    except (OSError, mnist_data.MnistError):
+        pass
+    return None
+
+
 @pytest.fixture(scope="session")
-def real_mirror():
-    """URL of a mirror holding the real MNIST files, or skip (fail in CI) with how to get one."""
+def real_source():
+    """Where the real MNIST comes from: ``("mirror", URL)`` or ``("cache", folder)``; else skip (fail in CI).
+
+    In order: ``MNIST_NN_TEST_MIRROR``; ``../shared/mnist`` beside the checkout (served on loopback, so
+    the real download path runs); the user's own verified cache (``MNIST_NN_DATA`` or the default
+    folder, used read-only); ``MNIST_NN_MIRROR``.
+    """
     url = os.environ.get("MNIST_NN_TEST_MIRROR")
     if url:
-        yield url
+        yield "mirror", url
         return
     if SHARED_MNIST.is_dir() and all((SHARED_MNIST / f"{n}.gz").is_file() for n in mnist_data.FILE_NAMES):
         httpd = _serve_folder(SHARED_MNIST)
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+        yield "mirror", f"http://127.0.0.1:{httpd.server_address[1]}/"
         httpd.shutdown()
         return
-    message = ("real MNIST not available: set MNIST_NN_TEST_MIRROR to a mirror URL (e.g. serve a folder holding "
-               "the four .gz files with `python -m http.server --bind 127.0.0.1 8765` and set "
+    folder = _user_cache()
+    if folder is not None:
+        yield "cache", folder
+        return
+    if os.environ.get("MNIST_NN_MIRROR"):
+        yield "mirror", os.environ["MNIST_NN_MIRROR"]
+        return
+    message = ("real MNIST not available: download it once (`python -m mnist_nn.data download`, into "
+               "$MNIST_NN_DATA or the default cache), or set MNIST_NN_TEST_MIRROR or MNIST_NN_MIRROR to a mirror "
+               "(e.g. `python -m http.server --bind 127.0.0.1 --directory FOLDER_WITH_THE_GZ_FILES 8765` and "
                "MNIST_NN_TEST_MIRROR=http://127.0.0.1:8765/), or keep ../shared/mnist beside the checkout")
     if os.environ.get("MNIST_NN_REQUIRE_REAL_DATA") == "1":
         pytest.fail(message)
@@ -206,8 +274,12 @@ def real_mirror():
 
 
 @pytest.fixture(scope="session")
-def real_data_dir(real_mirror, tmp_path_factory) -> Path:
-    """A cache folder filled once per session through the real download path."""
+def real_data_dir(real_source, tmp_path_factory) -> Path:
+    """A cache folder holding the real MNIST: filled once per session through the real download path
+    from a mirror, or the user's own cache."""
+    kind, where = real_source
+    if kind == "cache":
+        return where
     folder = tmp_path_factory.mktemp("mnist-real")
-    mnist_data.fetch(folder, real_mirror, quiet=True, use_default_mirrors=False)
+    mnist_data.fetch(folder, where, quiet=True, use_default_mirrors=False)
     return folder

@@ -254,3 +254,14 @@ def test_killed_mid_download_leaves_no_file_in_place(tiny, server, tmp_path):
     assert "train-images-idx3-ubyte" not in cache_entries(folder)  # only complete, verified files get the name
     paths = fetch(folder, url, quiet=True, use_default_mirrors=False, timeout=FAST, checksums=tiny.checksums)
     assert paths["train-images-idx3-ubyte"].read_bytes() == tiny.raw["train-images-idx3-ubyte"]
+
+
+def test_the_real_data_tests_use_the_users_own_verified_cache(tiny_cache, tiny_checksums, tmp_path, monkeypatch):
+    from conftest import _user_cache
+
+    monkeypatch.setenv("MNIST_NN_DATA", str(tiny_cache))
+    assert _user_cache() == tiny_cache
+    (tiny_cache / "t10k-labels-idx1-ubyte").write_bytes(b"not the file")
+    assert _user_cache() is None
+    monkeypatch.setenv("MNIST_NN_DATA", str(tmp_path / "empty"))
+    assert _user_cache() is None

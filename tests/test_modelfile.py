@@ -274,9 +274,9 @@ def test_check_model_fits_names_the_size_that_does_not_fit(tmp_path):
     from mnist_nn.modelfile import check_model_fits
 
     check_model_fits(Network((784, 30, 10)), "m.npz")
-    with pytest.raises(ModelFileError, match=r"m\.npz: the model takes 100 inputs, but MNIST images have 784"):
+    with pytest.raises(ModelFileError, match=r"m\.npz: the model takes 100 inputs, but an MNIST image has 784"):
         check_model_fits(Network((100, 30, 10)), "m.npz")
-    with pytest.raises(ModelFileError, match=r"m\.npz: the model has 5 outputs, but MNIST has 10 classes"):
+    with pytest.raises(ModelFileError, match=r"m\.npz: the model has 5 outputs, but MNIST has 10 digits"):
         check_model_fits(Network((784, 30, 5)), "m.npz")
 
 

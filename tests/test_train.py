@@ -156,10 +156,10 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_cache, tmp_p
 # --------------------------------------------------------------------------- the real data set
 
 @pytest.mark.realdata
-def test_default_run_reaches_the_accuracy_bound(real_mirror, tmp_path, capsys):
-    """The classic defaults, seed 0, 30 epochs, downloaded through the mirror: final >= 94.8%, best >= 95.0%."""
+def test_default_run_reaches_the_accuracy_bound(real_data_dir, tmp_path, capsys):
+    """The classic defaults, seed 0, 30 epochs: final >= 94.8%, best >= 95.0%."""
     out = tmp_path / "run"
-    code = train_cli.main(["--data-dir", str(tmp_path / "data"), "--mirror", real_mirror, "--out", str(out), "--quiet"])
+    code = train_cli.main(["--data-dir", str(real_data_dir), "--offline", "--out", str(out), "--quiet"])
     assert code == 0
     history = json.loads((out / "history.json").read_text())
     epochs = history["epochs"]

@@ -13,7 +13,23 @@ Names are imported on first use (PEP 562), so ``python -m mnist_nn.data`` and fr
 and Numba is loaded only by the jit backend.
 """
 
+import os as _os
+import signal as _signal
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _interrupted_while_starting(signum, frame):
+    _sys.stderr.write("\ninterrupted\n")
+    _os._exit(130)  # nothing is written yet: no clean-up to run, and no traceback of half-done imports
+
+
+# ``python -m mnist_nn.<command>`` imports this package first, with sys.argv[0] still "-m": a Ctrl-C
+# during the imports that follow is one line and exit 130 too, until the command's own handling
+# (mnist_nn.cli.run_command) takes over. An ignored SIGINT stays ignored; a library import changes nothing.
+if _sys.argv[:1] == ["-m"] and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
 _EXPORTS = {
     "load_mnist": "mnist_nn.data",

@@ -116,6 +116,10 @@ def run_command(main, argv=None, prog: str | None = None) -> int:
             pass
     previous = {}
     if threading.current_thread() is threading.main_thread():
+        import mnist_nn
+
+        if signal.getsignal(signal.SIGINT) is mnist_nn._interrupted_while_starting:  # from here on: ours
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         if previous[signal.SIGTERM] == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _raise_terminated)

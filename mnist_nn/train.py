@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quadratic (sigmoid outputs) or cross-entropy (softmax outputs) [default quadratic]")
     p.add_argument("--init", choices=INIT_NAMES,
                    help="normal: weights N(0,1); scaled: weights N(0,1/n_in); biases N(0,1) [default normal]")
-    p.add_argument("--l2", type=finite_float, help="L2 weight decay lambda (network2.py convention) [default 0]")
+    p.add_argument("--l2", type=finite_float, help="L2 regularisation lambda: each step shrinks the weights by lr*l2/n, n the training-set size (Nielsen's network2.py) [default 0]")
     p.add_argument("--seed", type=seed_flag, metavar="N|random",
                    help="seed for initialisation and shuffling; 'random' draws one (recorded in history.json) "
                         f"[default {d.seed}]")
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "points at the newest]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (e.g. runs/latest) for "
                                                        "--epochs more epochs")
-    p.add_argument("--quiet", action="store_true", help="only the final summary; no progress bars")
+    p.add_argument("--quiet", action="store_true", help="only the header line and the final summary: no per-epoch lines, no progress bars")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
     return p
 
@@ -134,24 +134,24 @@ def jit_cache_is_warm() -> bool:
     sources or under $NUMBA_CACHE_DIR."""
     import mnist_nn.backends
 
-    roots = [Path(mnist_nn.backends.__file__).parent]
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        roots.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    # Numba caches under $NUMBA_CACHE_DIR when it is set, and beside the sources otherwise.
+    roots = [Path(os.environ["NUMBA_CACHE_DIR"])] if os.environ.get("NUMBA_CACHE_DIR") else \
+        [Path(mnist_nn.backends.__file__).parent]
     return any(next(root.rglob("*.nbi"), None) is not None for root in roots if root.is_dir())
 
 
-def warm_up_jit_in_background(dtype: str, report: Reporter) -> threading.Thread:
-    """Numba's start-up (0.4 s of Python; ~5 s of compiling the first time, cached on disk after that)
+def warm_up_jit_in_background(dtype: str, deep: bool, report: Reporter) -> threading.Thread:
+    """Numba's start-up (0.4 s of Python; ~6 s of compiling the first time, cached on disk after that)
     on a thread while the data load (mostly file reading and NumPy, which release the GIL)."""
     from mnist_nn.backends import jit
 
     cold = not jit_cache_is_warm()
     if cold:
-        report.say("compiling the jit kernels, once (about 5 s; cached on disk for later runs)", err=True)
+        report.say("compiling the jit kernels, once (about 6 s; cached on disk for later runs)", err=True)
 
     def work():
         started = time.perf_counter()
-        jit.warm_up(dtype)
+        jit.warm_up(dtype, deep)  # every kernel the run uses, so the time said is the whole compile
         if cold:
             report.say(f"compiled the jit kernels in {time.perf_counter() - started:.1f} s", err=True)
 
@@ -228,7 +228,7 @@ def _main(argv=None) -> int:
                 given["seed"] = secrets.randbelow(2**31)
             settings = DEFAULTS.replace(**given).check()
             folder = runfolder.create(args.out)
-        warming = warm_up_jit_in_background(settings.dtype, report) if settings.backend == "jit" else None
+        warming = warm_up_jit_in_background(settings.dtype, len(settings.sizes) > 3, report) if settings.backend == "jit" else None
 
         def load(s: Settings):
             data = cli.load_data(args, s.validation_size, s.dtype, quiet=args.quiet)

@@ -116,7 +116,7 @@ def test_ctrl_c_and_sigterm_keep_a_whole_checkpoint_and_say_how_to_resume(signum
     assert Network.load(out / "model.npz").epochs_trained == done + 1
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4, 0.8])
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.15, 0.25, 0.4, 0.8])
 def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(delay, tiny_cache, tmp_path, processes):
     out = tmp_path / "run"
     proc = processes.start(*tiny_args(tiny_cache, out, "--epochs", "100000", "--backend", "loop", "--no-plot"))

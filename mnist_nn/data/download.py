@@ -237,6 +237,10 @@ def fetch(data_dir=None, mirrors=None, *, force: bool = False, quiet: bool = Fal
                 raise MnistDownloadError("no mirror to download from; pass --mirror URL or set MNIST_NN_MIRROR")
             folder.mkdir(parents=True, exist_ok=True)
             cache.remove_dead_temporaries(folder)
+            if not quiet:
+                megabytes = sum(compressed_limit(checksums[name][1]) for name in missing) / 5e6  # gzip: ~1/5
+                print(f"downloading {len(missing)} MNIST file{'s' * (len(missing) > 1)} (about {megabytes:.0f} MB) "
+                      f"into {folder}", file=sys.stderr)
             with _session() as session:
                 for name in missing:
                     stale = cached_path(name, folder)

@@ -36,10 +36,20 @@ __all__ = ["prepare", "prepare_evaluation", "warm_up", "sparse_rows", "SparseIma
 EVALUATION_BLOCK = 16  # images evaluated together, layer by layer
 
 
-def warm_up(dtype) -> None:
-    """Get Numba's one-time start-up (about 0.4 s the first time anything compiled is called in a
-    process) and the data preparation kernels out of the way, e.g. on another thread while the data load."""
-    sparse_rows(np.ones((1, 1), dtype), dtype)
+def warm_up(dtype, deep: bool = False) -> None:
+    """Compile (the first time; load from Numba's disk cache after that) every kernel a run uses, on a
+    network of four inputs, so that it happens before the first epoch: e.g. on another thread while the
+    data load. The kernels are compiled for types, not sizes or codes, so any network of the same
+    dtype then runs without compiling. ``deep``: also the kernel for more than one hidden layer."""
+    from mnist_nn.network import Network  # here: network.py imports the backends
+
+    X = np.eye(4, dtype=dtype)
+    labels = np.arange(4) % 2
+    for sizes in [(4, 3, 2)] + ([(4, 3, 3, 2)] if deep else []):
+        net = Network(sizes, dtype=dtype, seed=0)
+        prepare(net, X, labels, batch_size=2)(np.arange(4), 0.1, 0.0)
+        if len(sizes) == 3:
+            prepare_evaluation(net, X, labels)(net)
 
 
 def _sparse_for(net, X, sparse) -> SparseImages:

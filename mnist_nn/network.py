@@ -10,6 +10,7 @@ Models are saved as one ``.npz`` file (arrays ``w0, w1, ..., b0, b1, ...`` plus 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +25,19 @@ from mnist_nn.modelfile import FORMAT_VERSION, MODEL_FORMAT
 
 INITS = ("normal", "scaled")
 DTYPES = ("float32", "float64")
+
+
+def _accepting_old_names(sgd):
+    """``eta=`` and ``lmbda=``, the lecture notes' names of ``lr`` and ``l2``, still accepted by ``sgd``."""
+
+    @functools.wraps(sgd)
+    def with_old_names(self, *args, **kwargs):
+        for old, new in (("eta", "lr"), ("lmbda", "l2")):
+            if old in kwargs:
+                kwargs[new] = kwargs.pop(old)
+        return sgd(self, *args, **kwargs)
+
+    return with_old_names
 
 
 class Network:
@@ -167,9 +181,9 @@ class Network:
 
     # ------------------------------------------------------------------ training
 
+    @_accepting_old_names
     def sgd(self, X, labels, epochs: int, batch_size: int = 10, lr: float = 3.0, l2: float = 0.0,
-            backend: str = "jit", on_epoch: Callable | None = None, *, progress=None, sparse=None,
-            **old_names) -> None:
+            backend: str = "jit", on_epoch: Callable | None = None, *, progress=None, sparse=None) -> None:
         """Train by mini-batch SGD for ``epochs`` epochs on images ``X`` (N, n_in) and integer ``labels``.
 
         Every epoch shuffles with ``self.rng`` and visits the mini-batches of ``batch_size`` in that
@@ -184,7 +198,6 @@ class Network:
         once by the caller, who can hand the same copy to :meth:`evaluator`; without it the jit
         backend makes its own from X as it is now (the other backends read X and ignore it).
         """
-        lr, l2 = self._old_names(lr, l2, old_names)
         X = self._as_input(X)
         labels = np.asarray(labels)
         if labels.shape != (len(X),):
@@ -210,13 +223,6 @@ class Network:
             if on_epoch is not None and on_epoch(self.epochs_trained, self) is False:
                 break
 
-    @staticmethod
-    def _old_names(lr, l2, old_names):
-        """``eta`` and ``lmbda``, the old names of ``lr`` and ``l2``."""
-        unknown = set(old_names) - {"eta", "lmbda"}
-        if unknown:
-            raise TypeError(f"sgd() got an unexpected keyword argument {sorted(unknown)[0]!r}")
-        return old_names.get("eta", lr), old_names.get("lmbda", l2)
 
     # ------------------------------------------------------------------ files
 

@@ -188,7 +188,7 @@ class _Measurer:
         why = divergence(snapshot, cost, test_accuracy, self.start_weight)
         if why:
             kept = (f"the checkpoint after epoch {len(run.records)} is kept in {run.folder}"
-                    if run.records and run.folder else "no checkpoint was saved")
+                    if run.records and run.folder else "nothing was saved")
             raise DivergedError(f"training diverged in epoch {epoch}: {why}; try a smaller --lr "
                                 f"(now {run.settings.lr}); {kept}")
         val_accuracy = float(np.mean(val_predicted == data.validation.labels)) if self.validation else None
@@ -235,11 +235,16 @@ class _Measurer:
             runfolder.save(run.folder, snapshot, run.settings, run.records, extra, is_best)
         except OSError as exc:
             run.records.pop()
-            kept = (f"the checkpoint after epoch {len(run.records)} is kept" if run.records
-                    else "no checkpoint was saved")
-            raise CheckpointError(f"could not write the checkpoint of epoch {len(run.records) + 1} to {run.folder} "
-                                  f"({exc.strerror or exc}); {kept}; free some space and continue with "
-                                  f"--resume {run.folder}") from None
+            problem = (f"could not write the checkpoint of epoch {len(run.records) + 1} to {run.folder} "
+                       f"({exc.strerror or exc})")
+            if run.records:
+                raise CheckpointError(f"{problem}; the checkpoint after epoch {len(run.records)} is kept; free some "
+                                      f"space and continue with --resume {run.folder}") from None
+            # The first checkpoint is incomplete (best.npz may be written, history.json not): remove its
+            # pieces, so that the folder, empty again, is removed when the run winds up.
+            for name in runfolder.CHECKPOINT_FILES:
+                (run.folder / name).unlink(missing_ok=True)
+            raise CheckpointError(f"{problem}; nothing was saved; free some space and start the run again") from None
         if self.folder.created and len(run.records) == 1:
             runfolder.point_latest(run.folder)  # runs/latest: the newest run, once it holds a checkpoint
 

@@ -78,8 +78,11 @@ def read(path) -> Model:
     Raises :class:`ModelFileError` on anything a genuine mnist_nn model would not be.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / "model.npz"
+    try:
+        if path.is_dir():
+            path = path / "model.npz"
+    except OSError:  # a name too long, a folder that cannot be searched: _open_regular names the problem
+        pass
     with _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         _check_kind(f, path)

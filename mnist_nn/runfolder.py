@@ -127,6 +127,9 @@ def point_latest(folder: Path) -> None:
 
 # --------------------------------------------------------------------------- checkpoints
 
+CHECKPOINT_FILES = ("best.npz", "history.json", "model.npz")  # in the order save writes them
+
+
 def save(folder: Path, net, settings: Settings, records: list[dict], extra: dict, best: bool) -> None:
     """One checkpoint: ``best.npz`` (when this epoch is the best so far), ``history.json``, then
     ``model.npz``. Raises OSError as the file system does (the caller names the checkpoint kept)."""

@@ -149,3 +149,15 @@ def test_file_names_that_are_not_utf8_on_a_strict_terminal(tmp_path, model):
         else:
             assert "caf\\udce9.png: " in out[1]
         assert result.stderr.decode("utf-8").count("\n") == 1 and b"missing-caf" in result.stderr
+
+
+def test_a_model_name_too_long_for_the_file_system_is_one_line(tmp_path, model, capsys):
+    from mnist_nn import evaluate
+
+    long_name = str(tmp_path / ("m" * 300 + ".npz"))  # past NAME_MAX: stat and is_dir raise ENAMETOOLONG
+    draw(tmp_path / "seven.png")
+    for main, argv in ((predict.main, [long_name, str(tmp_path / "seven.png")]),
+                       (evaluate.main, [long_name, "--offline", "--data-dir", str(tmp_path)])):
+        assert main(argv) == 1
+        out, err = lines_and_errors(capsys)
+        assert len(err) == 1 and "File name too long" in err[0] and "Traceback" not in err[0], err

@@ -223,6 +223,20 @@ def test_a_full_disk_stops_the_run_at_the_first_failed_checkpoint(tiny_cache, tm
     assert runfolder.load(out).network.epochs_trained == 2
 
 
+def test_a_full_disk_at_the_first_checkpoint_says_nothing_was_saved(tiny_cache, tmp_path, monkeypatch, capsys):
+    def write_text(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runfolder, "write_text", write_text)
+    out = tmp_path / "run"
+    assert train_cli.main(tiny_args(tiny_cache, out, "--epochs", "5", "--quiet", "--no-plot")) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "No space left on device" in err
+    assert "nothing was saved" in err and "start the run again" in err
+    assert "--resume" not in err  # the folder is gone: there is nothing to resume
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
 def _tamper(history: dict, model: Network, tmp_path, tiny_cache, case: str):
     s = history["settings"]
     if case == "no lr":

@@ -107,7 +107,8 @@ class Mirror:
     content), ``"stall"`` (send nothing for ``stall_s`` seconds), ``"hang"`` (send half, then stall
     for 30 s), ``"bomb"`` (a small gzip of ``bomb_bytes`` zeros), ``"endless"`` (zeros until the client
     hangs up, no length), ``"trickle"`` (one byte every ``trickle_s`` for ``trickle_total_s``, then the
-    rest: a slowloris that gives up in the end). An empty queue serves the file.
+    rest: a slowloris that gives up in the end), ``"slow_headers"`` (the status line and headers one
+    byte every ``trickle_s`` for ``trickle_total_s``). An empty queue serves the file.
     """
 
     def __init__(self, files: dict[str, bytes]):
@@ -123,6 +124,7 @@ class FaultServer:
         self.trickle_s, self.trickle_total_s = 0.05, 20.0
         self.bomb_bytes = 64 << 20
         self.sent: dict[str, int] = {}  # bytes of body sent, by file
+        self.slow_headers_ended = False  # a "slow_headers" response has stopped sending
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -150,6 +152,8 @@ class FaultServer:
                     body = gzip.compress(bytes(server.bomb_bytes), compresslevel=9, mtime=0)
                 if fault == "endless":
                     return self.send_endless(parts[1])
+                if fault == "slow_headers":
+                    return self.send_slow_headers(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
@@ -176,6 +180,22 @@ class FaultServer:
                         server.sent[name] = server.sent.get(name, 0) + len(chunk)
                 except OSError:  # the client hung up
                     self.close_connection = True
+
+            def send_slow_headers(self, body):
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                        f"Content-Length: {len(body)}\r\n" + "X-Pad: " + "x" * 10_000 + "\r\n\r\n").encode()
+                ends = time.monotonic() + server.trickle_total_s
+                try:
+                    for i in range(len(head)):
+                        if time.monotonic() > ends:
+                            break
+                        self.wfile.write(head[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle_s)
+                except OSError:
+                    pass
+                server.slow_headers_ended = True
+                self.close_connection = True
 
             def send_trickle(self, name, body):
                 self.send_response(200)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 
@@ -265,3 +266,16 @@ def test_the_real_data_tests_use_the_users_own_verified_cache(tiny_cache, tiny_c
     assert _user_cache() is None
     monkeypatch.setenv("MNIST_NN_DATA", str(tmp_path / "empty"))
     assert _user_cache() is None
+
+
+def test_info_into_a_closed_pipe_is_quiet(tiny_cache):
+    """`python -m mnist_nn.data info | head -1`: the closed pipe is not reported as a problem of the folder."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "mnist_nn.data", "info", "--data-dir", str(tiny_cache)],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(write_end)
+    assert result.stderr == "" and result.returncode in (0, 1)

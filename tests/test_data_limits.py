@@ -74,6 +74,19 @@ def test_a_slowloris_mirror_is_given_up_for_the_next(tiny, tiny_checksums, serve
     assert server.mirrors["m2"].requests == ["train-labels-idx1-ubyte.gz"]
 
 
+def test_a_mirror_sending_its_headers_a_byte_at_a_time_is_given_up_for_the_next(tiny, tiny_checksums, server,
+                                                                                 tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist_data.download, "DEADLINE_BASE_S", 0.5)
+    monkeypatch.setattr(mnist_data.download, "MIN_RATE", 1 << 30)
+    first, second = server.add("m1", tiny.gz), server.add("m2", tiny.gz)
+    server.trickle_s, server.trickle_total_s = 0.05, 60.0  # each byte well inside the 1 s read timeout
+    server.mirrors["m1"].faults["train-labels-idx1-ubyte.gz"] = ["slow_headers"]
+    paths = fetch_from([first, second], tmp_path / "cache")
+    assert not server.slow_headers_ended  # given up on while the first mirror was still sending headers
+    assert paths["train-labels-idx1-ubyte"].read_bytes() == tiny.raw["train-labels-idx1-ubyte"]
+    assert server.mirrors["m2"].requests == ["train-labels-idx1-ubyte.gz"]
+
+
 def test_temporaries_of_dead_downloads_are_removed_live_ones_kept(tiny, tiny_checksums, server, tmp_path):
     folder = tmp_path / "cache"
     folder.mkdir()

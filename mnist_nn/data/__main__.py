@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     if args.command == "info":
         try:
             return _info(folder)
+        except BrokenPipeError:  # `info | head -1`: the reader is gone, not a problem of the folder
+            raise
         except OSError as exc:  # a folder name too long, a path through a file...
             raise folder_error(folder, exc) from None
     started = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse, urlsplit
@@ -113,14 +114,37 @@ def _session():
     return session
 
 
-def _chunks(url: str, session, timeout, progress):
+def _headers_by(deadline: float, session, url: str, timeout):
+    """``session.get(url, stream=True)``, given up at ``deadline``: the read timeout restarts with every
+    byte, so a mirror that sends its status line and headers a byte at a time would otherwise hold the
+    download for ever. The request runs in a daemon thread (it ends at the next read timeout or when the
+    server stops); the caller moves on to the next mirror."""
+    outcome: dict = {}
+
+    def request():
+        try:
+            outcome["response"] = session.get(url, stream=True, timeout=timeout)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=request, name="mnist_nn-download", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        raise MnistFormatError("too slow: its response headers were not complete by the file's deadline")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["response"]
+
+
+def _chunks(url: str, session, timeout, progress, deadline: float):
     """Yield the body of ``url`` (HTTP(S) or file://) as it arrives, in chunks of at most 1 MiB."""
     if urlparse(url).scheme == "file":
         with cache.open_regular(Path(url2pathname(urlparse(url).path))) as src:
             while chunk := src.read(cache.CHUNK):
                 yield chunk
         return
-    with session.get(url, stream=True, timeout=timeout) as response:
+    with _headers_by(deadline, session, url, timeout) as response:
         response.raise_for_status()
         progress.reset(total=int(response.headers.get("Content-Length") or 0) or None)
         read = getattr(response.raw, "read1", response.raw.read)  # read1: whatever arrived, not a full chunk
@@ -134,7 +158,7 @@ def _download(url: str, dest: Path, size: int, session, timeout, progress) -> No
     limit, received = compressed_limit(size), 0
     deadline = time.monotonic() + DEADLINE_BASE_S + size / MIN_RATE
     with _local(dest.open, "wb") as out:
-        for chunk in _chunks(url, session, timeout, progress):
+        for chunk in _chunks(url, session, timeout, progress, deadline):
             received += len(chunk)
             if received > limit:
                 raise MnistFormatError(f"sent more than {limit} bytes, more than the genuine file can take")

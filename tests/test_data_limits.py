@@ -242,3 +242,18 @@ def test_ctrl_c_during_a_download_is_one_line_130_and_leaves_nothing(tiny_cache,
             proc.communicate()
     assert proc.returncode == 130 and err.strip() == "interrupted", err
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.startswith("t10k-images")]
+
+
+def test_a_fifo_in_place_of_a_data_file_is_named_for_what_it_is(tiny, tiny_checksums, tiny_cache, server, tmp_path):
+    """Never opened (it would block), and not reported as missing: named as a FIFO; a download replaces it."""
+    name = "t10k-labels-idx1-ubyte"
+    (tiny_cache / name).unlink()
+    (tiny_cache / f"{name}.verified").unlink(missing_ok=True)
+    os.mkfifo(tiny_cache / name)
+    with pytest.raises(MnistDownloadError, match=f"{name} is a FIFO .named pipe., not a data file"):
+        fetch(tiny_cache, quiet=True, offline=True)
+    info = subprocess.run([sys.executable, "-m", "mnist_nn.data", "info", "--data-dir", str(tiny_cache)],
+                          capture_output=True, text=True, timeout=120)
+    assert f"missing: {name} is a FIFO (named pipe), not a data file" in info.stdout, info.stdout
+    paths = fetch_from(server.add("m1", tiny.gz), tiny_cache)
+    assert paths[name].read_bytes() == tiny.raw[name]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from mnist_nn.cli import ArgumentParser, add_data_flags, finish, run_command
-from mnist_nn.data.cache import CHECKSUMS, cached_path, data_dir_path, folder_error, is_verified
+from mnist_nn.data.cache import CHECKSUMS, cached_path, data_dir_path, folder_error, is_verified, odd_entry
 from mnist_nn.data.download import fetch
 
 
@@ -17,7 +17,9 @@ def _info(folder: Path) -> int:
     for name, (sha, size) in CHECKSUMS.items():
         path = cached_path(name, folder)
         if path is None:
-            state, complete = "missing", False
+            odd = odd_entry(name, folder)
+            state = f"missing: {odd.removeprefix(str(folder) + '/')}" if odd else "missing"
+            complete = False
         elif is_verified(path, sha, size, unstamped):
             state = f"verified  {path.stat().st_size / 1e6:7.2f} MB"
         else:

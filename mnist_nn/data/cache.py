@@ -171,6 +171,21 @@ def cached_path(name: str, folder: Path) -> Path | None:
     return None
 
 
+def odd_entry(name: str, folder: Path) -> str | None:
+    """What stands where ``name`` (or ``name.gz``) should be, if it is not a regular file: a FIFO, a
+    device, a folder; None where there is nothing or a regular file. Such an entry is never read."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        try:
+            mode = candidate.stat().st_mode
+        except (OSError, ValueError):
+            continue
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+            return f"{candidate} is {kind}, not a data file"
+    return None
+
+
 # --------------------------------------------------------------------------- temporaries
 
 @contextmanager

@@ -253,6 +253,10 @@ def fetch(data_dir=None, mirrors=None, *, force: bool = False, quiet: bool = Fal
                                              "again, or replace it with a good copy")
             missing.append(name)
         if missing and offline:
+            odd = [entry for entry in (cache.odd_entry(name, folder) for name in missing) if entry]
+            if odd:
+                raise MnistDownloadError(f"offline mode and {odd[0]}; replace it with the real file, or remove it "
+                                         "and drop --offline / MNIST_NN_OFFLINE to download it")
             raise MnistDownloadError(f"offline mode and {', '.join(missing)} (raw or .gz) not in {folder}; "
                                      "put the files there or drop --offline / MNIST_NN_OFFLINE")
         if missing:

@@ -7,7 +7,9 @@ one shuffle per epoch, the same initial weights everywhere. Timed: mnist_nn's lo
 subset of the epoch, scaled up), vectorized and jit backends in float64 and float32, and, when they are
 importable (they are never dependencies), PyTorch on the CPU written the usual way (autograd +
 torch.optim.SGD) and with hand-written backprop under torch.no_grad(), and JAX (one jax.jit call per
-epoch, lax.scan over the mini-batches).
+epoch, lax.scan over the mini-batches). Then the training toolbox (issue 14): the jit backend with
+momentum, RMSprop and Adam (784-30-10 sigmoid, cross-entropy, batch 10), each beside plain SGD on the
+same setup and beside PyTorch's torch.optim doing the same (autograd, one thread); not with --quick.
 Median and min-max over the measured epochs after one warm-up epoch (30 for the jit backend, a
 whole training run, so that late epochs count as much as early ones). The jit backend's compile cost
 is measured separately, in fresh processes with an empty and then a warm Numba cache.
@@ -43,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in well under a minute: 1 epoch on 5,000 images (500 for the loop backend), scaled to 50,000; no compile timing")
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX even if installed")
+    p.add_argument("--no-optimizers", action="store_true",
+                   help="skip the table of the optimizers (momentum, RMSprop, Adam beside SGD and torch.optim)")
     common.add_shared_flags(p, "write one record per implementation as JSON",
                             "write a bar chart (log scale) of seconds per epoch")
     args = p.parse_args(argv)
@@ -148,6 +152,72 @@ def jax_epoch(X, labels, initial):
         params[0] = jax.block_until_ready(train_epoch(params[0], x_all, y_all, rng.permutation(len(labels))))
 
     return epoch
+
+
+# --------------------------------------------------------------------------- the optimizers (issue 14)
+
+OPTIMIZER_LRS = {"sgd": 0.05, "momentum": 0.05, "rmsprop": 0.001, "adam": 0.001}  # the accuracy table's
+OPTIMIZER_ROWS = [(name, False) for name in OPTIMIZER_LRS] + [("sgd", True), ("adam", True)]  # (rule, batch norm)
+
+
+def optimizer_epochs(name, batch_norm, X, labels, threads, peers):
+    """(mnist_nn jit float32, torch.optim or None) epochs of 784-30-10 sigmoid + cross-entropy with ``name``
+    (and BatchNorm1d on the hidden layer)."""
+    import numpy as np
+
+    from mnist_nn import Network
+    from mnist_nn.backends import jit
+
+    lr = OPTIMIZER_LRS[name]
+    net = Network((784, 30, 10), cost="cross-entropy", init="scaled", seed=0, batch_norm=batch_norm)
+    net.use_optimizer(name)
+    run, rng = jit.prepare(net, X, labels, BATCH), np.random.default_rng(1)
+    ours = lambda: run(rng.permutation(len(labels)), lr, 0.0)  # noqa: E731
+    if not peers:
+        return ours, None
+    import torch
+
+    torch.set_num_threads(threads)
+    x_all, y_all = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(labels.astype(np.int64))
+    model = torch.nn.Sequential(torch.nn.Linear(784, 30), *([torch.nn.BatchNorm1d(30)] if batch_norm else []),
+                                torch.nn.Sigmoid(), torch.nn.Linear(30, 10))
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=lr), "momentum": lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9),
+            "rmsprop": lambda p: torch.optim.RMSprop(p, lr=lr, alpha=0.9), "adam": lambda p: torch.optim.Adam(p, lr=lr)}
+    optimizer = make[name](model.parameters())
+
+    def theirs():
+        order = torch.randperm(len(y_all))
+        for k in range(0, len(y_all), BATCH):
+            batch = order[k:k + BATCH]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_all[batch]), y_all[batch]).backward()
+            optimizer.step()
+
+    return ours, theirs
+
+
+def optimizer_table(X, labels, args, peers: bool) -> list[dict]:
+    records = []
+    for name, batch_norm in OPTIMIZER_ROWS:
+        ours, theirs = optimizer_epochs(name, batch_norm, X, labels, args.threads, peers)
+        record = {"optimizer": name, "batch_norm": batch_norm, "lr": OPTIMIZER_LRS[name], "threads": args.threads,
+                  "jit_float32": common.summary(common.time_calls(ours, args.epochs))}
+        if theirs is not None:
+            record["torch_optim"] = common.summary(common.time_calls(theirs, max(1, args.epochs // 2)))
+        records.append(record)
+        print(f"  {name}{' + batch norm' if batch_norm else ''}: jit {record['jit_float32']['seconds_per_epoch']:.4f} s "
+              f"per epoch", file=sys.stderr, flush=True)
+    sgd = records[0]["jit_float32"]["seconds_per_epoch"]
+    rows = []
+    for r in records:
+        ours = r["jit_float32"]["seconds_per_epoch"]
+        theirs = r.get("torch_optim", {}).get("seconds_per_epoch")
+        rows.append([r["optimizer"] + (" + batch norm" if r["batch_norm"] else ""), str(r["lr"]), f"{ours:.4f}", f"{ours / sgd:.2f}x",
+                     f"{theirs:.3f}" if theirs else "not installed", f"{theirs / ours:.0f}x" if theirs else "-"])
+    print("\nThe optimizers: 784-30-10 sigmoid, cross-entropy, scaled init, batch 10, 50,000 images, float32\n")
+    print(common.markdown_table(["optimizer", "lr", "jit s/epoch (median)", "vs jit SGD", "torch.optim s/epoch",
+                                 "jit speedup vs torch"], rows))
+    return records
 
 
 # --------------------------------------------------------------------------- compile cost
@@ -265,6 +335,10 @@ def main(argv=None) -> int:
               f"{compile_record['first_call_empty_cache_s']:.2f} s with an empty Numba cache, "
               f"{compile_record['first_call_warm_cache_s']:.2f} s with the cache warm")
 
+    optimizer_records = None
+    if not args.quick and not args.no_optimizers:
+        optimizer_records = optimizer_table(X[:n], labels[:n], args, not args.no_peers and importlib.util.find_spec("torch"))
+
     jit32 = next(r for r in records if r["implementation"] == "mnist_nn jit" and r["dtype"] == "float32")
     deciles = statistics.quantiles(jit32["epoch_seconds"], n=10) if len(jit32["epoch_seconds"]) > 1 else []
     checks = [f"jit float32: median {jit32['seconds_per_epoch']:.4f} s, slowest epoch {jit32['max']:.4f} s per epoch"
@@ -280,7 +354,8 @@ def main(argv=None) -> int:
 
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": common.machine(), "threads": args.threads,
-                                               "records": records, "compile": compile_record}, indent=1))
+                                               "records": records, "compile": compile_record,
+                                               "optimizer_records": optimizer_records}, indent=1))
     if args.plot:
         from mnist_nn.plots import plt, save_figure
 

@@ -48,6 +48,9 @@ class Run:
     train_seconds: float = 0.0  # this call's epochs
     epochs_this_call: int = 0
     note: str | None = None  # what resume had to reconcile
+    # Early stopping (settings.patience): {"epoch", "best_epoch", "patience"} once the run stopped; the
+    # network is then the best epoch's (best.npz), while model.npz keeps the last epoch to resume from.
+    stopped_early: dict | None = None
 
     @property
     def final(self) -> dict | None:
@@ -77,7 +80,9 @@ def fit(settings: Settings, data=None, *, out=None, on_epoch: Callable | None = 
     on_epoch_start(epoch, total): before each epoch trains.
     """
     settings.check()
-    net = Network(settings.sizes, settings.activation, settings.cost, settings.init, settings.seed, settings.dtype)
+    net = Network(settings.sizes, settings.activation, settings.cost, settings.init, settings.seed, settings.dtype,
+                  batch_norm=settings.batch_norm)
+    net.use_optimizer(settings.optimizer_rule())
     folder = runfolder.create(out) if out is not None and not isinstance(out, runfolder.RunFolder) else out
     run = Run(settings, net, folder=folder.path if folder else None)
     return _train(run, folder, data, on_epoch, on_batches, on_epoch_start)
@@ -108,6 +113,7 @@ def resume(run_dir, epochs: int, data=None, *, changes: dict | None = None, on_e
         raise
     run = Run(settings, saved.network, list(saved.records), path, list(saved.history.get("warnings", [])),
               note=saved.note)
+    run.network.use_optimizer(settings.optimizer_rule())  # the saved state goes on (same rule: FIXED)
     return _train(run, folder, data, on_epoch, on_batches, on_epoch_start)
 
 
@@ -146,6 +152,8 @@ class _Measurer:
         self.unpredicted = {}  # digit -> epochs in a row it was never predicted
         self.warned = {w.get("digit") for w in run.warnings}
         self.best_score = self._best_score()
+        self.best_network = None  # the best epoch's snapshot, for early stopping
+        self.stop = threading.Event()  # set once early stopping decided: later epochs are not recorded
         self.sparse = None
         if run.settings.backend == "jit" and len(run.network.sizes) == 3:
             # One sparse copy of the training images, for the training kernel and the measuring alike.
@@ -170,8 +178,8 @@ class _Measurer:
 
     def _measure(self, epoch: int, snapshot: Network, seconds: float) -> None:
         try:
-            if self.failed.is_set():
-                return  # an epoch trained after a divergence or a failed write: not a good checkpoint
+            if self.failed.is_set() or self.stop.is_set():
+                return  # an epoch trained after a divergence, a failed write or the early stop: not recorded
             self._measure_and_save(epoch, snapshot, seconds)
         except BaseException:
             self.failed.set()
@@ -194,17 +202,32 @@ class _Measurer:
         val_accuracy = float(np.mean(val_predicted == data.validation.labels)) if self.validation else None
         record = {"epoch": epoch, "test_accuracy": test_accuracy, "validation_accuracy": val_accuracy,
                   "train_accuracy": float(np.mean(train_predicted == data.train.labels)),
-                  "train_cost": float(cost), "seconds": round(seconds, 4)}
+                  "train_cost": float(cost), "lr": run.settings.lr_at(epoch - 1), "seconds": round(seconds, 4)}
         warnings = self._stuck_warnings(epoch, val_predicted if self.validation else train_predicted)
         run.warnings.extend(warnings)
         run.records.append(record)
         is_best = val_accuracy is not None and (self.best_score is None or val_accuracy > self.best_score)
         if is_best:
             self.best_score = val_accuracy
+            if run.settings.patience:
+                self.best_network = snapshot
+        self._check_patience(epoch)
         if self.folder is not None:
             self._save(snapshot, is_best)
         if self.on_epoch is not None:
             self.on_epoch({**record, "warnings": [w["message"] for w in warnings]} if warnings else record, run)
+
+    def _check_patience(self, epoch: int) -> None:
+        """Early stopping: K epochs without a better validation accuracy than the best one (ties do not
+        count as better, as the best epoch is the first to reach it). Decided from the records alone, so
+        the epoch it stops at does not depend on how far training ran ahead of the measuring."""
+        patience, run = self.run.settings.patience, self.run
+        if not patience or epoch >= run.settings.epochs:
+            return
+        best = run.best
+        if epoch - best["epoch"] >= patience:
+            run.stopped_early = {"epoch": epoch, "best_epoch": best["epoch"], "patience": patience}
+            self.stop.set()
 
     def _stuck_warnings(self, epoch: int, predicted) -> list[dict]:
         """Digits no image was predicted as, STUCK_EPOCHS epochs in a row: their output units are stuck."""
@@ -231,6 +254,8 @@ class _Measurer:
     def _save(self, snapshot: Network, is_best: bool) -> None:
         run = self.run
         extra = {"versions": versions(), "warnings": run.warnings}
+        if run.stopped_early:
+            extra["stopped_early"] = run.stopped_early
         try:
             runfolder.save(run.folder, snapshot, run.settings, run.records, extra, is_best)
         except OSError as exc:
@@ -260,19 +285,29 @@ class _Measurer:
 def _load_data(settings: Settings, data):
     if callable(data):
         return data(settings)
-    if data is not None:
-        return data
-    from mnist_nn.data import load_mnist
+    if data is None:
+        from mnist_nn.data import load_mnist
 
-    return load_mnist(validation_size=settings.validation_size, dtype=settings.dtype)
+        data = load_mnist(validation_size=settings.validation_size, dtype=settings.dtype)
+    return data
+
+
+def _training_part(data, settings: Settings):
+    """``data`` with the training split cut to its first ``settings.train_size`` images (0: all)."""
+    if not settings.train_size or settings.train_size >= len(data.train.labels):
+        return data
+    train = type(data.train)(*(part[:settings.train_size] for part in data.train))
+    return data._replace(train=train)
 
 
 def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
     settings, net = run.settings, run.network
     started = time.perf_counter()
     try:
-        data = _load_data(settings, data)
+        data = _training_part(_load_data(settings, data), settings)
         train_x, train_y = data.train
+        if settings.train_size > len(train_y):
+            raise UsageError(f"--train-size {settings.train_size} is larger than the training set ({len(train_y)})")
         if settings.batch_size > len(train_y):
             raise UsageError(f"--batch-size {settings.batch_size} is larger than the training set ({len(train_y)})")
         measurer = _Measurer(run, folder, data, on_epoch)
@@ -283,6 +318,7 @@ def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
         raise
     clock = [started]
     total = settings.epochs
+    recorded_before = len(run.records)
     todo = total - len(run.records)
 
     def before_first_epoch():
@@ -293,7 +329,7 @@ def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
 
     def after_epoch(epoch: int, trained: Network):
         seconds = time.perf_counter() - clock[0]
-        if measurer.failed.is_set():
+        if measurer.failed.is_set() or measurer.stop.is_set():
             return False
         measurer.submit(epoch, trained, seconds)
         run.epochs_this_call += 1
@@ -307,19 +343,20 @@ def _train(run: Run, folder, data, on_epoch, on_batches, on_epoch_start) -> Run:
             batches = staticmethod(on_batches)
 
     try:
-        net.sgd(train_x, train_y, todo, settings.batch_size, settings.lr, settings.l2, backend=settings.backend,
+        lr = settings.lr if settings.lr_schedule == "constant" else settings.lr_at
+        net.sgd(train_x, train_y, todo, settings.batch_size, lr, settings.l2, backend=settings.backend,
                 on_epoch=after_epoch, progress=Progress(), sparse=measurer.sparse)
     except KeyboardInterrupt as exc:
-        _wind_up(run, folder, measurer, started)
+        _wind_up(run, folder, measurer, started, recorded_before)
         exc.run = run
         raise
-    problem = _wind_up(run, folder, measurer, started)
+    problem = _wind_up(run, folder, measurer, started, recorded_before)
     if problem is not None:
         raise problem
     return run
 
 
-def _wind_up(run: Run, folder, measurer: _Measurer, started: float) -> BaseException | None:
+def _wind_up(run: Run, folder, measurer: _Measurer, started: float, recorded_before: int) -> BaseException | None:
     """Wait for the checkpoints still being written (a second Ctrl-C meanwhile is ignored: the last
     checkpoint must be whole), release the folder, and remove it if nothing was saved."""
     import signal
@@ -333,6 +370,9 @@ def _wind_up(run: Run, folder, measurer: _Measurer, started: float) -> BaseExcep
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     run.train_seconds = time.perf_counter() - started - run.prepared_seconds
+    run.epochs_this_call = len(run.records) - recorded_before  # not the epochs trained past an early stop
+    if run.stopped_early and problem is None:
+        run.network = measurer.best_network or (Network.load(run.folder / "best.npz") if run.folder else run.network)
     if folder is not None:
         if not run.records:
             folder.discard_if_unused()

@@ -38,7 +38,10 @@ MAX_HEADER_BYTES = 4096  # an .npy header: numpy writes 128 bytes for these arra
 MAX_DIRECTORY_BYTES = 1 << 16  # the zip's table of contents: 64 members of a few dozen bytes
 MAX_RATIO = 20  # trained weights barely compress; a member that unpacks 20x is not weights
 CHUNK_BYTES = 16 << 20
-_MEMBER = re.compile(r"(metadata|[wb](0|[1-9][0-9]?))\.npy")
+# The parameters, and the optimizer's state for each (``exp_avg_w0``, ...; see mnist_nn.optimizers).
+# Batch norm's arrays (gamma0, running_mean0, ...; see mnist_nn.batchnorm).
+_MEMBER = re.compile(r"(metadata|((momentum_buffer|square_avg|exp_avg|exp_avg_sq)_)?(w|b|gamma|beta)(0|[1-9][0-9]?)"
+                     r"|running_(mean|var)(0|[1-9][0-9]?))\.npy")
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
                RuntimeError, struct.error)
 
@@ -50,11 +53,12 @@ class Model:
     metadata: dict
     weights: list[np.ndarray]
     biases: list[np.ndarray]
+    extra: dict = None  # batch norm's and the optimizer's arrays by member name (gamma0, exp_avg_w0, ...)
 
 
 # --------------------------------------------------------------------------- writing
 
-def write(path, metadata: dict, weights, biases) -> Path:
+def write(path, metadata: dict, weights, biases, extra: dict | None = None) -> Path:
     """Write a model file atomically (a temporary file renamed into place), in the format :func:`read`
     reads and every earlier mnist_nn read: ``np.savez`` of the arrays and the metadata as a JSON string."""
     path = Path(path)
@@ -64,6 +68,7 @@ def write(path, metadata: dict, weights, biases) -> Path:
                              f"may hold ({MAX_METADATA_BYTES // 4:,}); keep network.metadata small")
     arrays = {f"w{l}": w for l, w in enumerate(weights)}
     arrays.update({f"b{l}": b for l, b in enumerate(biases)})
+    arrays.update(extra or {})
     arrays["metadata"] = np.array(text)
     with atomic_write(path) as (f, _):
         np.savez(f, **arrays)
@@ -96,6 +101,15 @@ def read(path) -> Model:
                 shapes = {}
                 for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                     shapes[f"w{l}"], shapes[f"b{l}"] = (n_out, n_in), (n_out,)
+                if meta.get("batch_norm"):
+                    for l, n_out in enumerate(sizes[1:-1]):
+                        shapes[f"gamma{l}"] = shapes[f"beta{l}"] = (n_out,)
+                parameters = dict(shapes)
+                if meta.get("batch_norm"):
+                    for l, n_out in enumerate(sizes[1:-1]):
+                        shapes[f"running_mean{l}"] = shapes[f"running_var{l}"] = (n_out,)
+                for slot in meta.get("optimizer", {}).get("slots", []):  # checked by modelmeta
+                    shapes.update({f"{slot}_{name}": shape for name, shape in parameters.items()})
                 unexpected = sorted(set(members) - set(shapes) - {"metadata"})
                 if unexpected:
                     raise ModelFileError(f"{path}: holds arrays {', '.join(unexpected)} that a model of sizes "
@@ -111,7 +125,8 @@ def read(path) -> Model:
         except _ZIP_ERRORS as exc:
             raise ModelFileError(f"{path}: the model file is damaged ({exc}); {_FIX}") from None
     n = len(sizes) - 1
-    return Model(meta, [arrays[f"w{l}"] for l in range(n)], [arrays[f"b{l}"] for l in range(n)])
+    return Model(meta, [arrays[f"w{l}"] for l in range(n)], [arrays[f"b{l}"] for l in range(n)],
+                 {name: array for name, array in arrays.items() if not re.fullmatch(r"[wb][0-9]+", name)})
 
 
 def check_model_fits(net, source, n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES, what: str = "MNIST") -> None:
@@ -190,9 +205,11 @@ def _check_directory(f, size: int, path: Path) -> None:
             if record[:4] == b"PK\x06\x06":
                 members, directory = struct.unpack_from("<QQ", record, 32)
     f.seek(0)
-    if members > 2 * MAX_SIZES or directory > MAX_DIRECTORY_BYTES:
+    # Each layer's weights, biases, gamma and beta, with an optimizer state of up to two slots for each,
+    # and the running statistics.
+    if members > 14 * MAX_SIZES or directory > MAX_DIRECTORY_BYTES:
         raise ModelFileError(f"{path}: its zip lists {members:,} members in {directory:,} bytes; a model has at "
-                             f"most {2 * MAX_SIZES - 1} in {MAX_DIRECTORY_BYTES:,}; {_FIX}")
+                             f"most {14 * MAX_SIZES} in {MAX_DIRECTORY_BYTES:,}; {_FIX}")
 
 
 def _members(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from mnist_nn.errors import ModelFileError
 from mnist_nn.settings import (ACTIVATION_NAMES, BACKEND_NAMES, COST_NAMES, DTYPE_NAMES, INIT_NAMES,
-                               TRAIN_IMAGES)
+                               OPTIMIZER_NAMES, SCHEDULE_NAMES, TRAIN_IMAGES)
 
 MODEL_FORMAT = "mnist_nn.model"
 FORMAT_VERSION = 1
@@ -88,7 +88,29 @@ def _check_metadata(meta: dict, path: Path) -> dict:
             bad(key, f"must be empty or a number from 0 to 1, got {_short(value)}")
     if "training" in meta:
         _check_training(meta["training"], bad)
+    if not isinstance(meta.setdefault("batch_norm", False), bool):  # older files lack it
+        bad("batch_norm", f"must be true or false, got {_short(meta['batch_norm'])}")
+    if "optimizer" in meta:
+        _check_optimizer(meta["optimizer"], bad)
     return meta
+
+
+def _check_optimizer(saved, bad) -> None:
+    """The update rule a model was trained with and the state it saved (``Network.to_metadata``)."""
+    from mnist_nn.optimizers import OPTIMIZER_NAMES, SLOTS
+
+    if not isinstance(saved, dict) or saved.get("name") not in OPTIMIZER_NAMES:
+        bad("optimizer", f"must name one of {', '.join(OPTIMIZER_NAMES)}, got {_short(saved)}")
+    for key in ("momentum", "rho", "beta1", "beta2", "eps"):
+        value = saved.get(key)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            bad(f"optimizer.{key}", f"must be a finite number of zero or more, got {_short(value)}")
+    step = saved.get("step")
+    if not _is_int(step) or not 0 <= step < 2**63:
+        bad("optimizer.step", f"must be a whole number of zero or more, got {_short(step)}")
+    slots = saved.get("slots")
+    if not isinstance(slots, list) or slots not in ([], list(SLOTS[saved["name"]])):
+        bad("optimizer.slots", f"must be [] or {list(SLOTS[saved['name']])} for {saved['name']}, got {_short(slots)}")
 
 
 def _check_training(training, bad) -> None:
@@ -109,7 +131,8 @@ def _check_training(training, bad) -> None:
     if not isinstance(hidden, list) or not all(_is_int(h) and h >= 1 for h in hidden):
         bad("training.hidden", f"must be a list of whole numbers of at least 1, got {_short(hidden)}")
     for key, choices in (("activation", ACTIVATION_NAMES), ("cost", COST_NAMES), ("init", INIT_NAMES),
-                         ("dtype", DTYPE_NAMES), ("backend", BACKEND_NAMES)):
+                         ("dtype", DTYPE_NAMES), ("backend", BACKEND_NAMES), ("optimizer", OPTIMIZER_NAMES),
+                         ("lr_schedule", SCHEDULE_NAMES)):
         if key in training and training[key] not in choices:
             bad(f"training.{key}", f"must be one of {', '.join(choices)}, got {_short(training[key])}")
 

@@ -17,24 +17,28 @@ from typing import Callable
 import numpy as np
 
 from mnist_nn import modelfile
+from mnist_nn.batchnorm import BatchNorm
 from mnist_nn.backends import get_backend, one_hot
 from mnist_nn.backends import vectorized as _vectorized
 from mnist_nn.errors import ModelFileError  # noqa: F401  (mnist_nn.network.ModelFileError, as before)
 from mnist_nn.functions import ACTIVATIONS, COSTS, softmax
 from mnist_nn.modelfile import FORMAT_VERSION, MODEL_FORMAT
+from mnist_nn.optimizers import Optimizer, OptimizerState, param_names
 
 INITS = ("normal", "scaled")
 DTYPES = ("float32", "float64")
 
 
 def _accepting_old_names(sgd):
-    """``eta=`` and ``lmbda=``, the lecture notes' names of ``lr`` and ``l2``, still accepted by ``sgd``."""
+    """``eta=`` and ``lmbda=``, the lecture notes' names of ``lr`` and ``l2``, still accepted by ``sgd``;
+    and ``optimizer=``, handed to :meth:`Network.use_optimizer` first (so ``sgd`` keeps 10 parameters)."""
 
     @functools.wraps(sgd)
-    def with_old_names(self, *args, **kwargs):
+    def with_old_names(self, *args, optimizer=None, **kwargs):
         for old, new in (("eta", "lr"), ("lmbda", "l2")):
             if old in kwargs:
                 kwargs[new] = kwargs.pop(old)
+        self.use_optimizer(optimizer)
         return sgd(self, *args, **kwargs)
 
     return with_old_names
@@ -52,10 +56,12 @@ class Network:
     seed: seeds the one random generator that drives initialisation and every epoch's shuffle.
     dtype: float32 (the default, as on the command line: the fast one) or float64, for the parameters
         and the arithmetic of every backend.
+    batch_norm: normalize every hidden layer's weighted input over the mini-batch, then scale and shift
+        it by learned gamma and beta (see :mod:`mnist_nn.batchnorm`); ``bn`` holds them, or is None.
     """
 
     def __init__(self, sizes=(784, 30, 10), activation="sigmoid", cost="quadratic", init="normal", seed=None,
-                 dtype=np.float32):
+                 dtype=np.float32, batch_norm=False):
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes must be at least two positive layer sizes, got {sizes}")
@@ -76,15 +82,21 @@ class Network:
         self.rng = np.random.default_rng(seed)
         self.epochs_trained = 0
         self.metadata: dict = {}  # training hyperparameters and results, saved with the model
+        # The update rule of the last training and its state (velocities, moments, step count), saved with
+        # the model so that training it on steps on as if it had never stopped.
+        self.optimizer = Optimizer()
+        self.optimizer_state: OptimizerState | None = None
         self.weights, self.biases = [], []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             scale = 1.0 if init == "normal" else 1.0 / np.sqrt(n_in)
             self.weights.append((self.rng.standard_normal((n_out, n_in)) * scale).astype(self.dtype))
             self.biases.append(self.rng.standard_normal(n_out).astype(self.dtype))
+        self.bn = BatchNorm(sizes[1:-1], self.dtype) if batch_norm else None
 
     def __repr__(self):
         return (f"Network(sizes={self.sizes}, activation={self.activation.name!r}, "
-                f"cost={self.cost_function.name!r}, init={self.init!r}, dtype={self.dtype.name})")
+                f"cost={self.cost_function.name!r}, init={self.init!r}, dtype={self.dtype.name}"
+                + (", batch_norm=True)" if self.bn else ")"))
 
     # ------------------------------------------------------------------ using the network
 
@@ -97,13 +109,13 @@ class Network:
     def feedforward(self, X) -> np.ndarray:
         """Output activations ``(N, n_last)`` for the rows of ``X`` ``(N, n_in)``."""
         return _vectorized.forward(self.weights, self.biases, self._as_input(X), self.activation,
-                                   self.cost_function)[-1]
+                                   self.cost_function, self.bn)[-1]
 
     def output_z(self, X) -> np.ndarray:
         """The output layer's weighted inputs z^L ``(N, n_last)``: what predictions, probabilities and
         costs are computed from (stably, before any squashing)."""
         X = self._as_input(X)
-        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation)[-1]
+        last_hidden = _vectorized.hidden_forward(self.weights, self.biases, X, self.activation, self.bn)[-1]
         return _vectorized.output_z(self.weights, self.biases, last_hidden)
 
     def predict(self, X) -> np.ndarray:
@@ -147,7 +159,7 @@ class Network:
         """
         X = self._as_input(X)
         labels = np.asarray(labels)
-        if len(self.weights) == 2:
+        if len(self.weights) == 2 and self.bn is None:
             from mnist_nn.backends import jit
 
             summed = jit.prepare_evaluation(self, X, labels, sparse)
@@ -171,19 +183,23 @@ class Network:
     def gradients(self, X, Y):
         """Gradient of the mean cost over the rows of X (Y one-hot) by backpropagation.
 
-        Returns ``(grad_w, grad_b)``, lists shaped like ``weights`` and ``biases``.
+        Returns ``(grad_w, grad_b)``, lists shaped like ``weights`` and ``biases``; with batch norm
+        ``(grad_w, grad_b, grad_bn)``, grad_bn [dgamma0, dbeta0, ...], the batch's own statistics used
+        (training mode; the running ones are left as they are).
         """
         X = self._as_input(X)
         Y = np.asarray(Y, dtype=self.dtype)
-        nabla_w, nabla_b = _vectorized.backprop(self.weights, self.biases, X, Y, self.activation,
-                                                self.cost_function)
-        return [g / len(X) for g in nabla_w], [g / len(X) for g in nabla_b]
+        nabla_w, nabla_b, nabla_bn = _vectorized.backprop(self.weights, self.biases, X, Y, self.activation,
+                                                          self.cost_function, self.bn, update_running=False)
+        mean = [[g / len(X) for g in nabla] for nabla in (nabla_w, nabla_b, nabla_bn)]
+        return tuple(mean) if self.bn else tuple(mean[:2])
 
     # ------------------------------------------------------------------ training
 
     @_accepting_old_names
-    def sgd(self, X, labels, epochs: int, batch_size: int = 10, lr: float = 3.0, l2: float = 0.0,
-            backend: str = "jit", on_epoch: Callable | None = None, *, progress=None, sparse=None) -> None:
+    def sgd(self, X, labels, epochs: int, batch_size: int = 10, lr: "float | Callable[[int], float]" = 3.0,
+            l2: float = 0.0, backend: str = "jit", on_epoch: Callable | None = None, *, progress=None,
+            sparse=None) -> None:
         """Train by mini-batch SGD for ``epochs`` epochs on images ``X`` (N, n_in) and integer ``labels``.
 
         Every epoch shuffles with ``self.rng`` and visits the mini-batches of ``batch_size`` in that
@@ -197,6 +213,12 @@ class Network:
         ``sparse``: for the jit backend, ``mnist_nn.backends.jit.sparse_rows(X, self.dtype)`` made
         once by the caller, who can hand the same copy to :meth:`evaluator`; without it the jit
         backend makes its own from X as it is now (the other backends read X and ignore it).
+        ``optimizer``: ``"sgd"``, ``"momentum"``, ``"rmsprop"``, ``"adam"`` (their defaults) or an
+        :class:`~mnist_nn.optimizers.Optimizer`; None keeps the network's (plain SGD for a new one). Its
+        state is kept on the network (``optimizer_state``) from call to call and in the model file,
+        and starts from zero when the rule changes.
+        ``lr`` may also be a schedule, ``lr(epoch)`` the learning rate of the epoch that starts after
+        ``epoch`` epochs of the network's life (0 for the first).
         """
         X = self._as_input(X)
         labels = np.asarray(labels)
@@ -204,7 +226,11 @@ class Network:
             raise ValueError(f"expected {len(X)} labels, got shape {labels.shape}")
         if not 1 <= batch_size <= len(X):
             raise ValueError(f"batch_size must be between 1 and the number of samples ({len(X)}), got {batch_size}")
-        if not lr > 0 or not l2 >= 0:
+        if self.bn is not None and (batch_size < 2 or len(X) % batch_size == 1):
+            raise ValueError(f"batch norm needs mini-batches of at least 2 samples, the last one too ({len(X)} "
+                             f"samples in batches of {batch_size})")
+        schedule = lr if callable(lr) else None
+        if (schedule is None and not lr > 0) or not l2 >= 0:
             raise ValueError(f"need lr > 0 and l2 >= 0, got lr={lr}, l2={l2}")
         run = get_backend(backend).prepare(self, X, labels, batch_size, sparse=sparse)
         n_batches = -(-len(X) // batch_size)
@@ -214,15 +240,28 @@ class Network:
         if progress is not None:
             progress.start()
         for _ in range(epochs):
+            epoch_lr = lr if schedule is None else float(schedule(self.epochs_trained))
             perm = self.rng.permutation(len(X))
             for first, last in zip(bounds[:-1], bounds[1:]):
-                run(perm, lr, l2, int(first), int(last))
+                run(perm, epoch_lr, l2, int(first), int(last))
                 if on_batches is not None:
                     on_batches(int(last - first))
             self.epochs_trained += 1
             if on_epoch is not None and on_epoch(self.epochs_trained, self) is False:
                 break
 
+    def parameters(self) -> list[np.ndarray]:
+        """Every trained array, in the optimizer's order: weights, biases, then batch norm's gamma0,
+        beta0, ... (see ``optimizers.param_names``)."""
+        return self.weights + self.biases + (self.bn.parameters() if self.bn else [])
+
+    def use_optimizer(self, optimizer: "str | Optimizer | None") -> None:
+        """Train on with ``optimizer`` (a name takes its default hyperparameters); its state is kept when
+        it is the same rule for the same parameters, and starts at zero otherwise."""
+        if optimizer is not None:
+            self.optimizer = optimizer if isinstance(optimizer, Optimizer) else Optimizer(optimizer)
+        if not self.optimizer.fits(self.optimizer_state, self.parameters()):
+            self.optimizer_state = self.optimizer.new_state(self.parameters())
 
     # ------------------------------------------------------------------ files
 
@@ -242,11 +281,23 @@ class Network:
             "epochs_trained": self.epochs_trained,
             # The generator's full state, so a resumed run shuffles exactly as an uninterrupted one.
             "rng_state": self.rng.bit_generator.state,
+            "batch_norm": self.bn is not None,
+            "optimizer": {**self.optimizer.to_dict(),
+                          "step": self.optimizer_state.step if self.optimizer_state else 0,
+                          "slots": list(self.optimizer_state.slots) if self.optimizer_state else []},
         }
+
+    def _state_arrays(self) -> dict:
+        if not self.optimizer_state:
+            return {}
+        names = param_names(len(self.weights), len(self.bn.gammas) if self.bn else 0)
+        return {f"{slot}_{name}": array for slot, arrays in self.optimizer_state.slots.items()
+                for name, array in zip(names, arrays)}
 
     def save(self, path) -> Path:
         """Write the model to ``path`` (a .npz file) atomically: a temporary file renamed into place."""
-        return modelfile.write(path, self.to_metadata(), self.weights, self.biases)
+        return modelfile.write(path, self.to_metadata(), self.weights, self.biases,
+                               {**(self.bn.arrays() if self.bn else {}), **self._state_arrays()})
 
     @classmethod
     def load(cls, path) -> "Network":
@@ -263,10 +314,23 @@ class Network:
                   dtype=meta["dtype"])
         net.sizes = tuple(meta["sizes"])
         net.weights, net.biases = model.weights, model.biases
+        if meta.get("batch_norm"):  # older files have none
+            net.bn = BatchNorm([], net.dtype)
+            layers = range(len(net.sizes) - 2)
+            net.bn.gammas, net.bn.betas = [model.extra[f"gamma{l}"] for l in layers], [model.extra[f"beta{l}"] for l in layers]
+            net.bn.running_means = [model.extra[f"running_mean{l}"] for l in layers]
+            net.bn.running_vars = [model.extra[f"running_var{l}"] for l in layers]
         net.epochs_trained = meta["epochs_trained"]
         if "rng_state" in meta:
             net.rng.bit_generator.state = meta["rng_state"]
         else:
             net.rng = np.random.default_rng(net.seed)
+        if "optimizer" in meta:  # older files have none: plain SGD, which keeps no state
+            saved = meta["optimizer"]
+            net.optimizer = Optimizer(**{k: saved[k] for k in ("name", "momentum", "rho", "beta1", "beta2", "eps")})
+            names = param_names(len(net.weights), len(net.bn.gammas) if net.bn else 0)
+            net.optimizer_state = OptimizerState(saved["step"], {
+                slot: [model.extra[f"{slot}_{name}"] for name in names] for slot in saved["slots"]})
+            net.use_optimizer(None)  # a state that does not fit the rule starts again (modelmeta refuses it)
         net.metadata = {k: v for k, v in meta.items() if k not in net.to_metadata()}
         return net

@@ -28,7 +28,9 @@ def save_figure(fig, path) -> Path:
 
 
 def learning_curves(runs: list[list[dict]], labels: list[str], path) -> Path:
-    """Test (solid) and validation (dashed) accuracy and training cost per epoch, one colour per run.
+    """Test (solid), validation (dashed) and training (dotted) accuracy and training cost per epoch, one
+    colour per run: the gap between the training and the other curves is the variance, the distance of
+    all of them from 100% the bias.
 
     ``runs`` holds each run's epoch records as written in history.json.
     """
@@ -41,13 +43,34 @@ def learning_curves(runs: list[list[dict]], labels: list[str], path) -> Path:
         val = [r["validation_accuracy"] for r in records]
         if all(v is not None for v in val):
             acc_ax.plot(epochs, [100 * v for v in val], color=colour, linestyle="--", label=f"{label} val")
+        train = [r.get("train_accuracy") for r in records]
+        if all(v is not None for v in train):
+            acc_ax.plot(epochs, [100 * v for v in train], color=colour, linestyle=":", label=f"{label} train")
         cost_ax.plot(epochs, [r["train_cost"] for r in records], color=colour, label=label)
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (train dotted: the gap is the variance)")
     cost_ax.set(xlabel="epoch", ylabel="training cost", title="Cost on the training set", yscale="log")
     for ax in (acc_ax, cost_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def accuracy_by_size(sizes, test, train, path, title: str = "Accuracy against the training-set size") -> Path:
+    """Test and training accuracy (%, lists of numbers, or of lists over seeds: their median is drawn,
+    the seeds as dots) against the number of training images, on a log axis: the bias/variance picture."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.91)
+    for values, name, style in ((train, "training", "o:"), (test, "test", "o-")):
+        per_size = [np.atleast_1d(np.asarray(v, float)) for v in values]
+        ax.plot(sizes, [np.median(v) for v in per_size], style, label=f"{name} accuracy (median)")
+        for n, v in zip(sizes, per_size):
+            ax.scatter([n] * len(v), v, s=8, color="grey", alpha=0.5)
+    ax.set(xscale="log", xlabel="training images", ylabel="accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return save_figure(fig, path)
 
 

@@ -194,9 +194,11 @@ def load(path: Path) -> Checkpoint:
     except ModelFileError as exc:
         raise RunFolderError(f"{where}: {exc}") from None
     expected = {"sizes": settings.sizes, "activation": settings.activation, "cost": settings.cost,
-                "init": settings.init, "dtype": settings.dtype}
+                "init": settings.init, "dtype": settings.dtype, "batch_norm": settings.batch_norm,
+                "optimizer": settings.optimizer}
     found = {"sizes": net.sizes, "activation": net.activation.name, "cost": net.cost_function.name,
-             "init": net.init, "dtype": net.dtype.name}
+             "init": net.init, "dtype": net.dtype.name, "batch_norm": net.bn is not None,
+             "optimizer": net.optimizer.name}
     for key, value in expected.items():
         if found[key] != value:
             raise RunFolderError(f"{where}: model.npz has {key} {found[key]} but history.json says {value}; "

@@ -26,7 +26,7 @@ from mnist_nn import cli, runfolder  # noqa: E402  (light: NumPy and Numba are i
 from mnist_nn.cli import ArgumentParser, finite_float, int_at_least  # noqa: E402
 from mnist_nn.errors import UsageError  # noqa: E402
 from mnist_nn.settings import (ACTIVATION_NAMES, BACKEND_NAMES, COST_NAMES, DTYPE_NAMES, INIT_NAMES,  # noqa: E402
-                               Settings)
+                               OPTIMIZER_NAMES, SCHEDULE_NAMES, Settings)
 
 PROG = "python -m mnist_nn.train"
 DEFAULTS = Settings()
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPE_NAMES, help="precision of parameters and arithmetic [default float32]")
     p.add_argument("--validation-size", type=int_at_least(0),
                    help="last N training images held out for validation; 0 trains on all 60,000 [default 10000]")
+    add_toolbox_flags(p)
     cli.add_data_flags(p)
     p.add_argument("--out", help="output folder, new or empty [default runs/<YYYYmmdd-HHMMSS>; runs/latest "
                                  "points at the newest]")
@@ -74,6 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="only the header line and the final summary: no per-epoch lines, no progress bars")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
     return p
+
+
+def add_toolbox_flags(p: argparse.ArgumentParser) -> None:
+    """The update rule, the schedule, the amount of data and early stopping (issue 14's training toolbox)."""
+    d = DEFAULTS
+    p.add_argument("--optimizer", choices=OPTIMIZER_NAMES,
+                   help="update rule, as torch.optim's: sgd (w -= lr g), momentum (v = mu v + g; w -= lr v), rmsprop "
+                        "(s = rho s + (1-rho) g^2; w -= lr g / (sqrt(s) + eps)), adam (bias-corrected, eps outside the "
+                        "square root); --l2 adds (l2/n) w to each weight's gradient first [default sgd]")
+    p.add_argument("--momentum", type=finite_float, help=f"mu of --optimizer momentum, 0 <= mu < 1 [default {d.momentum}]")
+    p.add_argument("--rho", type=finite_float, help=f"RMSprop's decay of the mean square g^2 [default {d.rho}]")
+    p.add_argument("--beta1", type=finite_float, help=f"Adam's decay of the mean gradient [default {d.beta1}]")
+    p.add_argument("--beta2", type=finite_float, help=f"Adam's decay of the mean square g^2 [default {d.beta2}]")
+    p.add_argument("--eps", type=finite_float, help=f"RMSprop's and Adam's term against dividing by zero [default {d.eps}]")
+    p.add_argument("--lr-schedule", choices=SCHEDULE_NAMES,
+                   help="learning rate per epoch: constant; step (lr * lr_gamma^(epoch // lr_step)); cosine (from lr "
+                        "down towards 0 over --epochs: lr (1 + cos(pi epoch / epochs)) / 2) [default constant]")
+    p.add_argument("--lr-step", type=int_at_least(1), help=f"epochs between steps of --lr-schedule step [default {d.lr_step}]")
+    p.add_argument("--lr-gamma", type=finite_float, help=f"factor per step of --lr-schedule step [default {d.lr_gamma}]")
+    p.add_argument("--batch-norm", action="store_true", default=None,
+                   help="batch normalization of every hidden layer: z normalized over the mini-batch (mean, biased "
+                        "variance, eps 1e-5), scaled by gamma and shifted by beta (learned, no L2), before the "
+                        "activation; running mean and variance (momentum 0.1) for evaluation, as torch's BatchNorm1d")
+    p.add_argument("--train-size", type=int_at_least(1), metavar="N",
+                   help="train on the first N images of the training split only (validation and test sets unchanged) "
+                        "[default all]")
+    p.add_argument("--patience", type=int_at_least(1), metavar="K",
+                   help="early stopping: stop when validation accuracy has not improved for K epochs; the network "
+                        "returned and best.npz are then the best epoch's, model.npz the last epoch's (to --resume) "
+                        "[default off]")
 
 
 def given_settings(args: argparse.Namespace) -> dict:
@@ -120,7 +151,8 @@ class Reporter:
         line = f"Epoch {record['epoch']}/{total}  test {100 * record['test_accuracy']:.2f}%"
         if record["validation_accuracy"] is not None:
             line += f"  val {100 * record['validation_accuracy']:.2f}%"
-        self.say(line + f"  train {100 * record['train_accuracy']:.2f}%  cost {record['train_cost']:.4f}  "
+        lr = f"  lr {record['lr']:.4g}" if run.settings.lr_schedule != "constant" else ""
+        self.say(line + f"  train {100 * record['train_accuracy']:.2f}%  cost {record['train_cost']:.4f}{lr}  "
                         f"{record['seconds']:.2f} s")
 
     def close(self) -> None:
@@ -129,35 +161,54 @@ class Reporter:
             self.bar = None
 
 
-def jit_cache_is_warm() -> bool:
-    """Whether Numba's on-disk cache holds compiled kernels (its index files, ``*.nbi``), beside the
-    sources or under $NUMBA_CACHE_DIR."""
+def jit_cache_is_warm(pattern: str = "*.nbi") -> bool:
+    """Whether Numba's on-disk cache holds compiled kernels (its index files, ``*.nbi``; ``pattern``:
+    one kernel's), beside the sources or under $NUMBA_CACHE_DIR."""
     import mnist_nn.backends
 
     # Numba caches under $NUMBA_CACHE_DIR when it is set, and beside the sources otherwise.
     roots = [Path(os.environ["NUMBA_CACHE_DIR"])] if os.environ.get("NUMBA_CACHE_DIR") else \
         [Path(mnist_nn.backends.__file__).parent]
-    return any(next(root.rglob("*.nbi"), None) is not None for root in roots if root.is_dir())
+    return any(next(root.rglob(pattern), None) is not None for root in roots if root.is_dir())
 
 
-def warm_up_jit_in_background(dtype: str, deep: bool, report: Reporter) -> threading.Thread:
+ADAPTIVE_KERNEL = "*epoch_one_hidden_adaptive-*.nbi"  # the kernel of the optimizers and of batch norm
+
+
+def warm_up_jit_in_background(dtype: str, deep: bool, adaptive: bool, report: Reporter) -> threading.Thread:
     """Numba's start-up (0.4 s of Python; ~6 s of compiling the first time, cached on disk after that)
     on a thread while the data load (mostly file reading and NumPy, which release the GIL)."""
     from mnist_nn.backends import jit
 
     cold = not jit_cache_is_warm()
-    if cold:
-        report.say("compiling the jit kernels, once (about 6 s; cached on disk for later runs)", err=True)
+    if cold or (adaptive and not jit_cache_is_warm(ADAPTIVE_KERNEL)):
+        # Measured on the machine of the README: 5 s for plain SGD, 16 s more for the optimizers' and
+        # batch norm's kernels (they are compiled only for a run that uses them).
+        report.say(f"compiling the jit kernels, once (about {6 if not adaptive else 6 * cold + 16} s; cached on "
+                   f"disk for later runs)", err=True)
+        cold = True
 
     def work():
         started = time.perf_counter()
-        jit.warm_up(dtype, deep)  # every kernel the run uses, so the time said is the whole compile
+        jit.warm_up(dtype, deep, adaptive)  # every kernel the run uses, so the time said is the whole compile
         if cold:
             report.say(f"compiled the jit kernels in {time.perf_counter() - started:.1f} s", err=True)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     return thread
+
+
+def optimizer_words(s: Settings) -> str:
+    extra = {"sgd": "", "momentum": f" (momentum {s.momentum})", "rmsprop": f" (rho {s.rho}, eps {s.eps})",
+             "adam": f" (beta1 {s.beta1}, beta2 {s.beta2}, eps {s.eps})"}[s.optimizer]
+    return f"optimizer {s.optimizer}{extra}"
+
+
+def schedule_words(s: Settings) -> str:
+    if s.lr_schedule == "step":
+        return f" x {s.lr_gamma} every {s.lr_step} epochs"
+    return " cosine to 0" if s.lr_schedule == "cosine" else ""
 
 
 def summary(run, plotted: bool) -> list[str]:
@@ -169,11 +220,18 @@ def summary(run, plotted: bool) -> list[str]:
     lines.append(f"{chosen} epoch {best['epoch']}: test {100 * best['test_accuracy']:.2f}%   "
                  f"final (epoch {final['epoch']}): test {100 * final['test_accuracy']:.2f}%{val}, "
                  f"train {100 * final['train_accuracy']:.2f}%")
+    if run.stopped_early:
+        stop = run.stopped_early
+        lines.append(f"stopped early after epoch {stop['epoch']}: no better validation accuracy for {stop['patience']} "
+                     f"epochs; best.npz (and the network fit() returns) is epoch {stop['best_epoch']}, model.npz epoch "
+                     f"{stop['epoch']} (to --resume)")
     if final["validation_accuracy"] is not None:
         gap = final["train_accuracy"] - final["validation_accuracy"]
-        lines.append(f"train - validation gap {100 * gap:.2f} points"
+        lines.append(f"bias/variance: train {100 * final['train_accuracy']:.2f}% vs validation "
+                     f"{100 * final['validation_accuracy']:.2f}%, train - validation gap {100 * gap:.2f} points"
                      + ("  (variance: the network fits the training images better than new ones)" if gap > 0.02
-                        else ""))
+                        else "  (bias, if both are low: a bigger network or longer training helps more than data)"
+                        if final["train_accuracy"] < 0.97 else ""))
     written = ["model.npz", "history.json"] + (["best.npz"] if final["validation_accuracy"] is not None else [])
     if plotted:
         written.append("learning_curve.png")
@@ -228,7 +286,9 @@ def _main(argv=None) -> int:
                 given["seed"] = secrets.randbelow(2**31)
             settings = DEFAULTS.replace(**given).check()
             folder = runfolder.create(args.out)
-        warming = warm_up_jit_in_background(settings.dtype, len(settings.sizes) > 3, report) if settings.backend == "jit" else None
+        warming = (warm_up_jit_in_background(settings.dtype, len(settings.sizes) > 3,
+                                              settings.optimizer != "sgd" or settings.batch_norm, report)
+                   if settings.backend == "jit" else None)
 
         def load(s: Settings):
             data = cli.load_data(args, s.validation_size, s.dtype, quiet=args.quiet)
@@ -236,8 +296,10 @@ def _main(argv=None) -> int:
             callbacks["on_batches"] = report.batches(-(-n_train // s.batch_size))
             if not args.resume:
                 report.say(f"Network {'-'.join(map(str, s.sizes))}  activation {s.activation}  cost {s.cost}  "
-                           f"init {s.init}  {s.dtype}  backend {s.backend}  seed {s.seed}  {n_train} training "
-                           f"images, batch {s.batch_size}, lr {s.lr}, l2 {s.l2}")
+                           f"init {s.init}  {s.dtype}  backend {s.backend}  seed {s.seed}  {min(n_train, s.training_images)} "
+                           f"training images, batch {s.batch_size}, lr {s.lr}{schedule_words(s)}, l2 {s.l2}, "
+                           f"{optimizer_words(s)}" + (f", patience {s.patience}" if s.patience else "")
+                           + (", batch norm" if s.batch_norm else ""))
             return data
 
         callbacks = {"on_batches": None}

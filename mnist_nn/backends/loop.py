@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_nn.backends import apply_update, one_hot
+from mnist_nn import batchnorm
+from mnist_nn.backends import apply_step, one_hot
 
 
 def backprop(weights, biases, x, y, activation, cost):
@@ -32,6 +33,35 @@ def backprop(weights, biases, x, y, activation, cost):
     return nabla_w, nabla_b
 
 
+def backprop_batch_norm(net, xs, ys):
+    """The summed gradients of a mini-batch with batch norm: each sample still goes through every layer
+    on its own, but a hidden layer's z must wait for the whole batch's, to be normalized by their
+    mean and variance (and BN1-BN3 need the whole batch's delta_y). Returns (nabla_w, nabla_b, nabla_bn)."""
+    weights, biases, bn, activation, cost = net.weights, net.biases, net.bn, net.activation, net.cost_function
+    last = len(weights) - 1
+    activations, caches = [list(xs)], []
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        zs = np.array([w @ a + b for a in activations[-1]])
+        if l == last:
+            activations.append([cost.output(z) for z in zs])
+        else:
+            y, *cache = batchnorm.normalize(zs, bn.gammas[l], bn.betas[l])
+            caches.append(cache)
+            activations.append([activation.fn(row) for row in y])
+    deltas = [cost.delta(a, y) for a, y in zip(activations[-1], ys)]  # BP1
+    nabla_w, nabla_b, nabla_bn = [None] * len(weights), [None] * len(weights), [None] * (2 * last)
+    for l in range(last, -1, -1):
+        nabla_b[l] = sum(deltas)  # BP3
+        nabla_w[l] = sum(np.outer(d, a) for d, a in zip(deltas, activations[l]))  # BP4
+        if l > 0:
+            delta_y = np.array([(weights[l].T @ d) * activation.prime(a) for d, a in zip(deltas, activations[l])])
+            zhat, inv_std, mu, var = caches[l - 1]
+            deltas, nabla_bn[2 * l - 2], nabla_bn[2 * l - 1] = batchnorm.backward(delta_y, zhat, inv_std,
+                                                                                 bn.gammas[l - 1])  # BN1-BN3
+            batchnorm.update_running(bn.running_means[l - 1], bn.running_vars[l - 1], mu, var, len(xs))
+    return nabla_w, nabla_b, nabla_bn
+
+
 def prepare(net, X, labels, batch_size, sparse=None):
     """Once per data set; ``sparse`` (the jit backend's copy of X) is not needed here."""
     X = np.ascontiguousarray(X, dtype=net.dtype)
@@ -42,6 +72,10 @@ def prepare(net, X, labels, batch_size, sparse=None):
         last_batch = -(-n // batch_size) if last_batch is None else last_batch
         for k in range(first_batch, last_batch):
             batch = perm[k * batch_size:(k + 1) * batch_size]
+            if net.bn is not None:
+                nabla_w, nabla_b, nabla_bn = backprop_batch_norm(net, X[batch], Y[batch])
+                apply_step(net, nabla_w, nabla_b, lr, l2, len(batch), n, nabla_bn)
+                continue
             nabla_w = [np.zeros_like(w) for w in net.weights]
             nabla_b = [np.zeros_like(b) for b in net.biases]
             for i in batch:
@@ -51,6 +85,6 @@ def prepare(net, X, labels, batch_size, sparse=None):
                     nw += dnw
                 for nb, dnb in zip(nabla_b, delta_nabla_b):
                     nb += dnb
-            apply_update(net.weights, net.biases, nabla_w, nabla_b, lr, l2, len(batch), n)
+            apply_step(net, nabla_w, nabla_b, lr, l2, len(batch), n)
 
     return run

@@ -113,16 +113,50 @@ def kernel_weights(net) -> KernelWeights:
 def copy_in(net, weights: KernelWeights) -> KernelWeights:
     """``net``'s weights into the kernel layout (24,000 numbers for 784-30-10: microseconds); the
     biases are net's own arrays."""
-    hidden = net.sizes[1]
-    weights.w1t[:, :hidden] = net.weights[0].T
-    weights.w2p[:, :hidden] = net.weights[1]
-    return weights._replace(b1=net.biases[0], b2=net.biases[1])
+    return arrays_in(net.weights + net.biases, weights)
 
 
 def copy_out(weights: KernelWeights, net) -> None:
-    hidden = net.sizes[1]
-    net.weights[0][...] = weights.w1t[:, :hidden].T
-    net.weights[1][...] = weights.w2p[:, :hidden]
+    arrays_out(weights, net.weights + net.biases)
+
+
+def arrays_in(arrays, weights: KernelWeights) -> KernelWeights:
+    """[w0, w1, b0, b1] (the network's parameters, or an optimizer slot shaped like them) into the
+    kernel layout ``weights`` (made by :func:`kernel_weights`); the 1-D ones are used as they are."""
+    w0, w1, b0, b1 = arrays
+    hidden = w0.shape[0]
+    weights.w1t[:, :hidden] = w0.T
+    weights.w2p[:, :hidden] = w1
+    return weights._replace(b1=b0, b2=b1)
+
+
+def arrays_out(weights: KernelWeights, arrays) -> None:
+    w0, w1 = arrays[:2]
+    hidden = w0.shape[0]
+    w0[...] = weights.w1t[:, :hidden].T
+    w1[...] = weights.w2p[:, :hidden]
+
+
+class Hyper(NamedTuple):
+    """An optimizer's hyperparameters in the parameters' dtype, and the two Adam needs in float64 for
+    its bias corrections (1 - beta^t, computed once per step)."""
+    mu: object
+    rho: object
+    one_minus_rho: object
+    beta1: object
+    one_minus_beta1: object
+    beta2: object
+    one_minus_beta2: object
+    eps: object
+    beta1_64: float
+    beta2_64: float
+
+
+def hyper(optimizer, dtype) -> Hyper:
+    t = np.dtype(dtype).type
+    o = optimizer
+    return Hyper(t(o.momentum), t(o.rho), t(1 - o.rho), t(o.beta1), t(1 - o.beta1), t(o.beta2), t(1 - o.beta2),
+                 t(o.eps), float(o.beta1), float(o.beta2))
 
 
 def one_hidden_buffers(padded: int, n_out: int, batch_size: int, dtype) -> Buffers:
@@ -141,3 +175,41 @@ def one_hidden_buffers(padded: int, n_out: int, batch_size: int, dtype) -> Buffe
 def dense_buffers(sizes, batch_size: int, dtype) -> DenseBuffers:
     return DenseBuffers(tuple(np.zeros((batch_size, size), dtype) for size in sizes),
                         tuple(np.zeros((batch_size, size), dtype) for size in sizes[1:]))
+
+
+class KernelBatchNorm(NamedTuple):
+    """Batch norm in the kernels' form: per hidden layer, one-row (1, n) views of the network's
+    ``gammas``, ``betas``, ``running_means``, ``running_vars`` and of the optimizer's slots for gamma
+    and beta (``slot_a``, ``slot_b``: gamma0, beta0, gamma1, ...), and buffers: ``zhats`` (batch, width),
+    ``inv_stds`` (1, n) and the gradient sums ``grads`` (1, n each: gamma0, beta0, ...). A network
+    without batch norm gets stand-ins of the same types that are never read (``used`` is False)."""
+    used: bool
+    gammas: tuple
+    betas: tuple
+    running_means: tuple
+    running_vars: tuple
+    zhats: tuple
+    inv_stds: tuple
+    grads: tuple
+    slot_a: tuple
+    slot_b: tuple
+
+
+def kernel_batch_norm(net, batch_size: int, widths) -> KernelBatchNorm:
+    """For ``net``'s hidden layers; ``widths``: the row width of each layer's buffers (padded or not)."""
+    hidden = net.sizes[1:-1]
+    bn = net.bn
+    rows = lambda arrays: tuple(a.reshape(1, -1) for a in arrays)  # noqa: E731
+    zeros = lambda: tuple(np.zeros((1, n), net.dtype) for n in hidden)  # noqa: E731
+    if bn is None:
+        gammas, betas, means, variances = zeros(), zeros(), zeros(), zeros()
+        slot_a = slot_b = tuple(np.zeros((1, n), net.dtype) for n in hidden for _ in range(2))
+    else:
+        gammas, betas, means, variances = rows(bn.gammas), rows(bn.betas), rows(bn.running_means), rows(bn.running_vars)
+        state, n_params = net.optimizer_state, 2 * len(net.weights)
+        slots = [rows(arrays[n_params:]) for arrays in state.slots.values()]
+        scratch = tuple(np.zeros((1, n), net.dtype) for n in hidden for _ in range(2))
+        slot_a, slot_b = (slots + slots)[:2] if slots else (scratch, scratch)
+    return KernelBatchNorm(bn is not None, gammas, betas, means, variances,
+                           tuple(aligned_zeros((batch_size, w), net.dtype) for w in widths), zeros(),
+                           tuple(np.zeros((1, n), net.dtype) for n in hidden for _ in range(2)), slot_a, slot_b)

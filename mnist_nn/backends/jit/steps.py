@@ -137,9 +137,9 @@ def output_error(z, delta, first, rows, labels, labels_start, cost_code, n_out):
 # --------------------------------------------------------------------------- one hidden layer, sparse input
 
 @_step
-def hidden_forward(weights, images, first, rows, a1, act_code, ahead):
-    """z^1 = w^1 x + b^1 and a^1 = sigma(z^1) of samples first .. first+rows-1 of ``images`` into rows
-    0 .. rows-1 of ``a1``, z^1 summed over the non-zero pixels of x only.
+def hidden_weighted_input(weights, images, first, rows, a1, ahead):
+    """z^1 = w^1 x + b^1 of samples first .. first+rows-1 of ``images`` into rows 0 .. rows-1 of ``a1``,
+    summed over the non-zero pixels of x only.
 
     ``ahead`` > 0: prefetch the pixels of the image that many samples ahead, for a shuffled order (in
     the images' own order, as evaluation reads them, the CPU's own prefetcher sees the pattern)."""
@@ -156,7 +156,13 @@ def hidden_forward(weights, images, first, rows, a1, act_code, ahead):
             a1[s, j] = 0
         add_sparse_rows(a1, s, weights.w1t, images.indices, images.codes, images.starts[t], images.ends[t],
                         images.table)
-    activate_hidden(a1, rows, hidden, act_code)
+
+
+@_step
+def hidden_forward(weights, images, first, rows, a1, act_code, ahead):
+    """z^1 and a^1 = sigma(z^1) of samples first .. first+rows-1 into rows 0 .. rows-1 of ``a1``."""
+    hidden_weighted_input(weights, images, first, rows, a1, ahead)
+    activate_hidden(a1, rows, weights.b1.shape[0], act_code)
 
 
 @_step
@@ -192,9 +198,9 @@ def hidden_error(weights, buffers, rows, act_code):
 
 
 @_step
-def update_biases(weights, buffers, rows, scale):
-    """BP3 and the step for both layers: b -= (lr/m) sum over the batch of delta, summed in sample
-    order, whole rows at a time (a loop over samples inside one over units would not vectorize)."""
+def bias_sums(buffers, rows):
+    """BP3 for both layers: grad_b = sum over the batch of delta, summed in sample order, whole rows at
+    a time (a loop over samples inside one over units would not vectorize)."""
     d1, d2, grad_b1, grad_b2 = buffers.d1, buffers.d2, buffers.grad_b1, buffers.grad_b2
     for j in range(grad_b1.shape[0]):
         grad_b1[j] = d1[0, j]
@@ -205,6 +211,13 @@ def update_biases(weights, buffers, rows, scale):
             grad_b1[j] += d1[s, j]
         for o in range(grad_b2.shape[0]):
             grad_b2[o] += d2[s, o]
+
+
+@_step
+def update_biases(weights, buffers, rows, scale):
+    """BP3 and the SGD step for both layers: b -= (lr/m) sum over the batch of delta."""
+    bias_sums(buffers, rows)
+    grad_b1, grad_b2 = buffers.grad_b1, buffers.grad_b2
     for j in range(weights.b1.shape[0]):
         weights.b1[j] -= scale * grad_b1[j]
     for o in range(weights.b2.shape[0]):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mnist_nn.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,16 +60,25 @@ def test_plot_history_on_odd_histories(tmp_path, tiny_cache):
     assert result.returncode == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_accuracy_table_trains_in_memory_and_leaves_no_folder(tiny_cache, tmp_path, monkeypatch, capsys):
+def test_accuracy_table_is_a_sweep_and_leaves_no_folder(tiny_cache, tmp_path, monkeypatch, capsys):
+    from sweephelp import require_dask
+
+    require_dask()
     spec = importlib.util.spec_from_file_location("accuracy_table", REPO / "scripts" / "accuracy_table.py")
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
-    monkeypatch.setattr(table, "CONFIGS", [("tiny", Settings(epochs=2, hidden=(12,), lr=1.0, validation_size=100),
-                                            range(2), 0.0, None)])
+    monkeypatch.setattr(table, "SETUPS", [("tiny", "--epochs 2 --hidden 12 --lr 1.0 --validation-size 100", "0-1",
+                                           0.0, None),
+                                          ("tiny, unreachable", "--epochs 2 --hidden 12 --lr 1.0 --validation-size 100 "
+                                                                "--cost cross-entropy", "0", 1.01, None)])
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    assert table.main(["--data-dir", str(tiny_cache), "--offline"]) == 0
+    assert table.main(["--data-dir", str(tiny_cache), "--offline", "--workers", "1"]) == 1  # one bound not met
     printed = capsys.readouterr().out
-    assert "| tiny | 0-1 |" in printed and "run folders" not in printed
+    assert "| tiny | 0-1 |" in printed and "| yes |" in printed and "| tiny, unreachable | 0 |" in printed
+    assert "| NO |" in printed and "sweep folder" not in printed and "3 runs, 0 done before" in printed
     assert list(scratch.iterdir()) == []
+    keep = tmp_path / "keep"
+    assert table.main(["--data-dir", str(tiny_cache), "--offline", "--workers", "1", "--keep", str(keep)]) == 1
+    assert json.loads((keep / "summary.json").read_text())["runs"] == 3

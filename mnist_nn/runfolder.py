@@ -89,9 +89,9 @@ def create(out: str | os.PathLike | None = None) -> RunFolder:
             raise UsageError(f"--out {path}: cannot write there ({exc.strerror}); choose another folder") from None
         if not created and any(p.name != ".lock" for p in path.iterdir()):
             held = (path / "history.json").exists() or (path / "model.npz").exists()
-            raise UsageError(
-                f"--out {path}: holds " + ("a run already; continue it with --resume " + str(path) if held
-                                          else "other files") + ", or choose another --out")
+            raise UsageError(f"--out {path}: holds a run already; continue it with --resume {path}, or choose "
+                             "another --out" if held else
+                             f"--out {path}: holds other files; a run starts in a new or empty folder: choose another --out")
         folder = RunFolder(path, created, lock(path, "--out"))
         if not created and any(p.name != ".lock" for p in path.iterdir()):  # someone was quicker
             folder.release()

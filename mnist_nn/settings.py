@@ -116,9 +116,11 @@ class Settings:
             raise error(f"{where} lacks {', '.join(missing)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
+        if "hidden" in values and not isinstance(values["hidden"], (list, tuple)):
+            raise error(f"{where}: hidden must be a list of layer sizes, got {values['hidden']!r}")
         try:
             settings = cls(**values)
-        except TypeError as exc:  # hidden that is not a list
+        except TypeError as exc:  # a field of a type no value check expects
             raise error(f"{where}: {exc}") from None
         settings.check(error=error, where=where)
         return settings
@@ -179,7 +181,7 @@ class Settings:
                             "test set would choose by the test)")
         if not 1 <= self.batch_size <= self.training_images:
             bad("batch_size", f"must be between 1 and the training set size {self.training_images}, got {self.batch_size}")
-        self.check_memory(error)
+        self.check_memory(error, where)
         return self
 
     def memory_needed(self) -> int:
@@ -191,12 +193,15 @@ class Settings:
         parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
         return itemsize * (6 * parameters + 3 * 10_000 * max(sizes))
 
-    def check_memory(self, error=UsageError) -> None:
+    def check_memory(self, error=UsageError, where: str = "") -> None:
         needed, available = self.memory_needed(), physical_memory()
         if available and needed > 0.8 * available:
             sizes = "-".join(map(str, self.sizes))
-            raise error(f"a {sizes} network needs about {needed / 2**30:.1f} GiB of memory and this machine has "
-                        f"{available / 2**30:.1f} GiB; choose smaller --hidden sizes")
+            problem = (f"a {sizes} network needs about {needed / 2**30:.1f} GiB of memory and this machine has "
+                       f"{available / 2**30:.1f} GiB")
+            if where:  # from a file (a run's history.json): no flag fixes it
+                raise error(f"{where}: hidden {list(self.hidden)}: {problem}; it cannot be trained here")
+            raise error(f"{problem}; choose smaller --hidden sizes")
 
 
 def physical_memory() -> int | None:

@@ -11,6 +11,7 @@ test epoch where there is no validation set).
 
 from __future__ import annotations
 
+import os
 import shlex
 import tempfile
 import time
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
     from mnist_nn.sweep import DataSource, run_sweep
     from mnist_nn.sweep.__main__ import _mirrors
 
+    if args.keep and os.path.exists(args.keep) and not os.path.isdir(args.keep):
+        parser.error(f"--keep {args.keep}: exists and is not a folder; choose another --keep")
     planned = plan(SETUPS)
     source = DataSource(args.data_dir, _mirrors(args.mirror), args.offline)
     started = time.perf_counter()

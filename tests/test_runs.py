@@ -179,6 +179,13 @@ def test_out_of_an_existing_run_is_refused(tiny_cache, tmp_path):
     assert result.returncode == 2 and f"continue it with --resume {out}" in result.stderr
     assert (out / "model.npz").read_bytes() == before and epochs_in(out) == 3
 
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = run_cli(*tiny_args(tiny_cache, other, "--epochs", "1", *QUICK))
+    assert result.returncode == 2 and "holds other files; a run starts in a new or empty folder" in result.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
 
 def test_two_trainings_started_at_once_never_share_a_folder(tiny_cache, tmp_path, processes):
     out = tmp_path / "run"
@@ -247,6 +254,8 @@ def _tamper(history: dict, model: Network, tmp_path, tiny_cache, case: str):
         s["hidden"] = []
     elif case == "hidden 5":
         s["hidden"] = 5
+    elif case == "hidden huge":
+        s["hidden"] = [100_000_000]
     elif case == "backend gpu":
         s["backend"] = "gpu"
     elif case == "settings a list":
@@ -266,7 +275,13 @@ def _tamper(history: dict, model: Network, tmp_path, tiny_cache, case: str):
     return json.dumps(history)
 
 
-@pytest.mark.parametrize("case", ["no lr", "lr abc", "hidden empty", "hidden 5", "backend gpu", "settings a list",
+# What the line must say where the generic checks would not (the file's problem, not a flag's fix).
+TAMPERED_SAYS = {"hidden 5": "hidden must be a list of layer sizes, got 5",
+                 "hidden huge": "hidden [100000000]: a 784-100000000-10 network needs about"}
+
+
+@pytest.mark.parametrize("case", ["no lr", "lr abc", "hidden empty", "hidden 5", "hidden huge", "backend gpu",
+                                  "settings a list",
                                   "no test_accuracy", "deep", "no epochs", "float16", "sizes differ", "5 outputs"])
 def test_a_tampered_run_is_refused_before_training(case, tiny_cache, tmp_path):
     out = tmp_path / "run"
@@ -278,6 +293,7 @@ def test_a_tampered_run_is_refused_before_training(case, tiny_cache, tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"--resume {out}" in result.stderr
+    assert TAMPERED_SAYS.get(case, "") in result.stderr and "--hidden" not in result.stderr, result.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 

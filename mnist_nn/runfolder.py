@@ -92,7 +92,7 @@ def create(out: str | os.PathLike | None = None) -> RunFolder:
             raise UsageError(f"--out {path}: holds a run already; continue it with --resume {path}, or choose "
                              "another --out" if held else
                              f"--out {path}: holds other files; a run starts in a new or empty folder: choose another --out")
-        folder = RunFolder(path, created, lock(path, "--out"))
+        folder = _take(path, created)
         if not created and any(p.name != ".lock" for p in path.iterdir()):  # someone was quicker
             folder.release()
             raise UsageError(f"--out {path}: another run started there at the same time; choose another --out")
@@ -107,8 +107,22 @@ def create(out: str | os.PathLike | None = None) -> RunFolder:
         except OSError as exc:
             raise RunFolderError(f"{DEFAULT_PARENT}: cannot write there ({exc.strerror}); "
                                  f"choose another folder with --out") from None
-        return RunFolder(path, True, lock(path, "--out"))
+        return _take(path, True)
     raise RunFolderError(f"{DEFAULT_PARENT}: 1000 runs started this second; choose a folder with --out")
+
+
+def _take(path: Path, created: bool) -> RunFolder:
+    """Lock ``path`` as a new run's folder; if that fails (or Ctrl-C comes), a folder made here goes again."""
+    try:
+        return RunFolder(path, created, lock(path, "--out"))
+    except BaseException:
+        if created:
+            (path / ".lock").unlink(missing_ok=True)
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def point_latest(folder: Path) -> None:

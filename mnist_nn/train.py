@@ -273,7 +273,7 @@ def _main(argv=None) -> int:
 
     given = given_settings(args)
     report = Reporter(args.quiet)
-    run = None
+    run = folder = None
     try:
         if args.resume:
             folder = runfolder.resolve(args.resume)
@@ -334,6 +334,8 @@ def _main(argv=None) -> int:
         return 0
     except KeyboardInterrupt as exc:
         cli.ignore_interrupts()  # a second Ctrl-C while this says goodbye changes nothing
+        if isinstance(folder, runfolder.RunFolder) and folder.path.is_dir():
+            folder.discard_if_unused()  # interrupted before fit() took the new folder: leave no empty one
         report.close()
         status = cli.interrupt_status(exc)
         print(f"\n{interrupted_message(getattr(exc, 'run', run), status)}", file=sys.stderr)

@@ -124,11 +124,16 @@ def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(delay, tiny_cache
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     # A SIGINT before the interpreter has installed its handler ends it by the default disposition,
-    # silently (the shell reports that as 130 too); from then on it is one line and exit 130.
+    # silently (the shell reports that as 130 too); from then on it is one line and exit 130. One
+    # moment is the interpreter's own and no program's: a SIGINT while Python imports its `site`
+    # module (before any code of mnist_nn runs) is Python's "Fatal Python error: init_import_site".
+    if "Fatal Python error: init_import_site" in stderr:
+        assert not out.exists()
+        return
     assert proc.returncode in (130, -signal.SIGINT), stderr
     assert "Traceback" not in stderr and len(error_lines(stderr)) == (proc.returncode == 130), stderr
     if epochs_in(out) == 0:
-        assert not out.exists() or not [p for p in out.iterdir() if p.name != ".lock"]
+        assert not out.exists()
     else:
         assert f"--resume {out}" in stderr
 

@@ -27,6 +27,7 @@ from mnist_nn.optimizers import Optimizer, OptimizerState, param_names
 
 INITS = ("normal", "scaled")
 DTYPES = ("float32", "float64")
+SLICE_WORK = 2 * 10**9  # multiply-adds of the forward pass per slice of an epoch (see sgd)
 
 
 def _accepting_old_names(sgd):
@@ -235,7 +236,11 @@ class Network:
         run = get_backend(backend).prepare(self, X, labels, batch_size, sparse=sparse)
         n_batches = -(-len(X) // batch_size)
         on_batches = getattr(progress, "batches", None)
-        slices = 1 if on_batches is None else min(n_batches, 50)
+        # An epoch runs in slices of mini-batches: a few dozen for a progress bar, and for a big network
+        # enough that each slice is about SLICE_WORK multiply-adds (a second or so), because Ctrl-C and
+        # SIGTERM are handled only between slices (a jit kernel cannot be interrupted).
+        work = len(X) * sum(w.size for w in self.weights)
+        slices = min(n_batches, max(1 if on_batches is None else 50, -(-work // SLICE_WORK)))
         bounds = np.linspace(0, n_batches, slices + 1).astype(int)
         if progress is not None:
             progress.start()

@@ -167,6 +167,37 @@ def test_hook_can_stop_training_and_progress_is_reported(digits):
     assert events == ["start", 1, 2]  # told once, before the first epoch
 
 
+@pytest.mark.parametrize("backend", ["vectorized", "jit"])
+def test_a_big_network_trains_in_slices_with_the_same_arithmetic(backend, digits, monkeypatch):
+    """Signals are handled only between slices of an epoch; a big network's epoch is cut into many
+    (here forced by a tiny SLICE_WORK), and that changes nothing in the numbers."""
+    from mnist_nn import backends, network
+
+    X, labels = digits
+    whole = train_copy((784, 16, 10), backend, digits, epochs=2)
+    calls = []
+    real = backends.get_backend
+
+    def counting(name):
+        chosen = real(name)
+
+        class Counted:
+            @staticmethod
+            def prepare(*args, **kwargs):
+                run = chosen.prepare(*args, **kwargs)
+                return lambda *a: calls.append(a[3:]) or run(*a)
+
+        return Counted
+
+    monkeypatch.setattr(network, "get_backend", counting)
+    monkeypatch.setattr(network, "SLICE_WORK", len(X) * (784 * 16 + 16 * 10) // 6)  # 6 slices, and a bit
+    sliced = train_copy((784, 16, 10), backend, digits, epochs=2)
+    assert len(calls) == 2 * 7  # 7 slices in each epoch of 50 mini-batches
+    epoch = calls[:7]  # every mini-batch once, in order
+    assert epoch[0][0] == 0 and epoch[-1][1] == 50 and all(a[1] == b[0] for a, b in zip(epoch, epoch[1:]))
+    assert_same_parameters(sliced, whole, rtol=1e-12, atol=0)
+
+
 def test_same_seed_same_run(digits):
     a = train_copy((784, 30, 10), "jit", digits, epochs=2)
     b = train_copy((784, 30, 10), "jit", digits, epochs=2)

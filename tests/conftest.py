@@ -89,7 +89,12 @@ def tiny_cache(tiny, tmp_path) -> Path:
     A subprocess trusts the stamps (that is what they are for), so the command lines can be tested
     end to end on tiny data without monkeypatching.
     """
-    folder = tiny.write(tmp_path / "cache", compressed=False)
+    return write_trusted_cache(tmp_path / "cache", tiny)
+
+
+def write_trusted_cache(folder: Path, tiny: TinyMnist) -> Path:
+    """The tiny IDX files in ``folder`` with stamps that vouch for them as the real files."""
+    tiny.write(folder, compressed=False)
     for name, (sha, _) in mnist_data.CHECKSUMS.items():
         stat = (folder / name).stat()
         (folder / f"{name}.verified").write_text(

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TinyMnist
-from mnist_nn import data as mnist_data
+from conftest import TinyMnist, write_trusted_cache  # noqa: F401  (re-exported for the sweep tests)
 
 EXTRA_MESSAGE = 'Dask distributed is not installed: pip install ".[sweep]" to run the sweep tests'
 START_LIMIT_S = 120  # a generous bound on a cluster starting; only ever reached when something is broken
@@ -34,14 +33,14 @@ def require_dask():
         pytest.fail(message) if os.environ.get("MNIST_NN_REQUIRE_EXTRAS") == "1" else pytest.skip(message)
 
 
-def write_trusted_cache(folder: Path, tiny: TinyMnist) -> Path:
-    """The tiny IDX files with stamps that vouch for them, so worker processes load them as MNIST."""
-    tiny.write(folder, compressed=False)
-    for name, (sha, _) in mnist_data.CHECKSUMS.items():
-        stat = (folder / name).stat()
-        (folder / f"{name}.verified").write_text(
-            json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}))
-    return folder
+@pytest.fixture
+def procs():
+    """Processes a test starts, all killed when it ends, pass or fail."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.kill_all()
 
 
 def default_signals() -> None:

@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import TinyMnist
-from mnist_nn import data as mnist_data
+from conftest import TinyMnist, write_trusted_cache
 from mnist_nn.data import MnistData, Split
 from mnist_nn.settings import Settings
 from trainproc import default_signals
@@ -45,12 +44,7 @@ def need_extra(*modules: str) -> None:
 
 def tiny_cache(folder: Path, tiny: TinyMnist) -> Path:
     """The tiny IDX files with stamps that vouch for them (as conftest's tiny_cache, for a module)."""
-    tiny.write(folder, compressed=False)
-    for name, (sha, _) in mnist_data.CHECKSUMS.items():
-        stat = (folder / name).stat()
-        (folder / f"{name}.verified").write_text(
-            json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}))
-    return folder
+    return write_trusted_cache(folder, tiny)
 
 
 def tiny_data(tiny: TinyMnist, validation_size: int = 100) -> MnistData:

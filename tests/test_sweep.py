@@ -15,7 +15,7 @@ from conftest import TinyMnist
 from mnist_nn import runfolder
 from mnist_nn.settings import Settings
 from mnist_nn.sweep import grid, summary
-from sweephelp import Processes, read_results, require_dask, run_sweep, write_trusted_cache
+from sweephelp import procs, read_results, require_dask, run_sweep, write_trusted_cache  # noqa: F401  (procs: a fixture)
 
 TINY = ["--offline", "--validation-size", "100", "--hidden", "12"]
 
@@ -23,15 +23,6 @@ TINY = ["--offline", "--validation-size", "100", "--hidden", "12"]
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return write_trusted_cache(tmp_path_factory.mktemp("sweep-data"), TinyMnist())
-
-
-@pytest.fixture
-def procs():
-    started = Processes()
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 def one_line(result, status):

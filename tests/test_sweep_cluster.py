@@ -6,19 +6,10 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 
 from conftest import TinyMnist
-from sweephelp import START_LIMIT_S, Processes, read_results, require_dask, start_cluster, write_trusted_cache
-
-
-@pytest.fixture
-def procs():
-    started = Processes()
-    try:
-        yield started
-    finally:
-        started.kill_all()
+from sweephelp import (START_LIMIT_S, procs, read_results, require_dask, start_cluster,  # noqa: F401  (procs: a fixture)
+                       write_trusted_cache)
 
 
 def test_a_killed_worker_s_run_is_done_by_the_other_worker_exactly_once(tmp_path, procs):

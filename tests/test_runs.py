@@ -328,6 +328,18 @@ def test_fit_in_memory_matches_the_command_line(tiny_cache, tmp_path):
     assert [r["test_accuracy"] for r in run.records] == [r["test_accuracy"] for r in from_cli]
 
 
+def test_measuring_on_one_core_is_the_same_run(tmp_path):
+    """What a sweep worker does (measure between epochs, no second thread): the same weights, records
+    and checkpoints as measuring on a second thread."""
+    settings = Settings(epochs=3, lr=1.0, hidden=(12,), patience=0)
+    threads = fitting.fit(settings, _data(), out=tmp_path / "threads")
+    inline = fitting.fit(settings, _data(), out=tmp_path / "inline", measure_in_background=False)
+    same_weights(threads.network, inline.network)
+    drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert drop(threads.records) == drop(inline.records)
+    assert drop(runfolder.load(tmp_path / "inline").records) == drop(inline.records)
+
+
 def test_a_digit_never_predicted_is_warned_about_and_recorded(tmp_path):
     """A training set without any 7: the network never predicts 7, and the run says so once."""
     run = fitting.fit(Settings(epochs=8, hidden=(12,)), _data(drop_digit=7), out=tmp_path / "run")

@@ -5,6 +5,7 @@ keeps its finished epochs, and the line printed says how to continue it."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -106,6 +107,10 @@ def _main(argv) -> int:
             trainer.stop_all()  # at once: the event streams end when the training does, and let uvicorn finish
             super().handle_exit(sig, frame)
 
+    # A page closed (or the server stopping) while an event stream writes: asyncio logs each write
+    # to the closed socket as "socket.send() raised exception."; the stream ends by itself, so that
+    # line tells the user nothing. Other asyncio warnings still show.
+    logging.getLogger("asyncio").addFilter(lambda record: record.getMessage() != "socket.send() raised exception.")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws="none",
                             timeout_graceful_shutdown=10)
     if args.open:

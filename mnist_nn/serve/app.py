@@ -125,7 +125,7 @@ def create_app(runs, load_data, host: str = "127.0.0.1", extra_hosts: list[str] 
         job = job_of(request)
         last = request.headers.get("last-event-id", "")  # a reconnecting EventSource goes on from there
         start = int(last) + 1 if last.isdigit() and len(last) < 10 else 0
-        return StreamingResponse(job.stream(start), media_type="text/event-stream",
+        return StreamingResponse(job.stream(start, request.is_disconnected), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def stop_job(request):

@@ -83,9 +83,10 @@ class Job:
             except RuntimeError:  # that stream's loop is closed: nobody is waiting any more
                 pass
 
-    async def stream(self, start: int = 0):
+    async def stream(self, start: int = 0, client_gone=None):
         """The events from number ``start`` on as server-sent-event text, following new ones until the
-        training has finished."""
+        training has finished, or until ``client_gone()`` (an async check) says the client has left:
+        writing on to a closed connection only fills the log with asyncio's complaints."""
         wake = asyncio.Event()
         waiter = (asyncio.get_running_loop(), wake)
         with self._lock:
@@ -96,6 +97,8 @@ class Job:
                 wake.clear()
                 with self._lock:
                     fresh, finished = self.events[position:], self.state in FINISHED
+                if client_gone is not None and await client_gone():
+                    return
                 for event in fresh:
                     yield f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
                 position += len(fresh)
